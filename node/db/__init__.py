@@ -1,0 +1,1 @@
+"""The audit database: schema, engine, migrations and the queries the stages use."""

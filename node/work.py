@@ -1,0 +1,188 @@
+"""What a worker process does for one job: load the series, run the pipeline, write results.
+
+This module runs inside the runner's worker processes, never on the network
+thread. It reads the input files with pydicom, hands a :class:`Volume` to the
+pipeline, turns its findings into DICOM objects with ``dicom_sr``, and writes
+them atomically under the job's result directory using the UIDs the node
+minted when it queued the job (so a re-run produces the same objects).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+import dicom_sr
+from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity
+from node.db.store import WrittenOutput
+from node.errors import InputError, JobError
+from node.storage import safe_uid, write_atomic
+from pipelines import registry
+from pipelines.base import Pipeline
+from pipelines.findings import Findings
+from pipelines.volume import load_volume
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a worker needs to run one job (picklable)."""
+
+    job_id: int
+    pipeline_name: str
+    input_paths: tuple[str, ...]
+    result_uids: dict[str, dict[str, str]]
+    output_dir: str
+    seg_series_number: int
+    sr_series_number: int
+    device: DeviceIdentity
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What a worker reports back for a successful job."""
+
+    outputs: tuple[WrittenOutput, ...]
+    summary: dict[str, Any]
+    pipeline_version: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def pipeline_class(name: str) -> type[Pipeline]:
+    """A registered pipeline by name, or ``"package.module:Class"`` for an unregistered one."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise JobError(f"cannot import pipeline {name!r}: {exc}") from exc
+        if not (isinstance(cls, type) and issubclass(cls, Pipeline)):
+            raise JobError(f"{name!r} is not a Pipeline subclass")
+        return cls
+    return registry.get(name)
+
+
+class PipelineCache:
+    """Pipelines initialised once per worker process and reused across jobs."""
+
+    def __init__(self) -> None:
+        self._pipelines: dict[str, Pipeline] = {}
+
+    def get(self, name: str) -> Pipeline:
+        if name not in self._pipelines:
+            pipeline = pipeline_class(name)()
+            pipeline.initialize()
+            self._pipelines[name] = pipeline
+        return self._pipelines[name]
+
+    def close(self) -> None:
+        for pipeline in self._pipelines.values():
+            try:
+                pipeline.finalize()
+            except Exception:
+                logger.exception("pipeline %s failed to finalize", pipeline.name)
+        self._pipelines.clear()
+
+
+def _read_inputs(paths: Sequence[str]) -> list[Dataset]:
+    datasets = []
+    for path in paths:
+        try:
+            datasets.append(dcmread(path))
+        except FileNotFoundError as exc:
+            raise InputError(f"input instance missing from the spool: {Path(path).name}") from exc
+        except Exception as exc:
+            raise InputError(f"input instance {Path(path).name} cannot be read: {type(exc).__name__}") from exc
+    return datasets
+
+
+def _summary(findings: Findings, voxel_ml: float) -> dict[str, Any]:
+    labels = {s.description.number: s.description.label for s in findings.segments}
+    return {
+        "segments": [
+            {"number": s.description.number, "label": s.description.label,
+             "voxels": int(s.mask.sum()), "volume_ml": round(float(s.mask.sum()) * voxel_ml, 3)}
+            for s in findings.segments
+        ],
+        "measurements": [
+            {"segment": labels.get(m.segment_number) if m.segment_number else None,
+             "concept": m.concept.meaning, "value": m.value, "unit": m.unit.value,
+             "derivation": m.derivation.meaning if m.derivation else None}
+            for m in findings.measurements
+        ],
+        "notes": list(findings.notes),
+        "frames": len(findings.source_sop_instance_uids),
+    }
+
+
+def _write(ds: Dataset, out_dir: Path, kind: str) -> WrittenOutput:
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getbuffer()
+    path = out_dir / f"{kind}-{safe_uid(str(ds.SOPInstanceUID))}.dcm"
+    write_atomic(path, data)
+    return WrittenOutput(
+        kind=kind,
+        sop_class_uid=str(ds.SOPClassUID),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        series_instance_uid=str(ds.SeriesInstanceUID),
+        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+        path=str(path),
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def _identities(spec: JobSpec, pipeline: Pipeline) -> tuple[ResultIdentity, ResultIdentity]:
+    uids = spec.result_uids
+    seg = ResultIdentity(
+        series_instance_uid=uids["SEG"]["series_instance_uid"],
+        sop_instance_uid=uids["SEG"]["sop_instance_uid"],
+        series_number=spec.seg_series_number,
+        series_description=f"AI {pipeline.name} SEG"[:64],
+    )
+    sr = ResultIdentity(
+        series_instance_uid=uids["SR"]["series_instance_uid"],
+        sop_instance_uid=uids["SR"]["sop_instance_uid"],
+        series_number=spec.sr_series_number,
+        series_description=f"AI {pipeline.name} report"[:64],
+    )
+    return seg, sr
+
+
+def execute_job(spec: JobSpec, cache: PipelineCache) -> JobOutcome:
+    """Run one job end to end inside a worker; raise an AinodeError on failure."""
+    t0 = time.perf_counter()
+    pipeline = cache.get(spec.pipeline_name)
+    t1 = time.perf_counter()
+    datasets = _read_inputs(spec.input_paths)
+    volume = load_volume(datasets)
+    pipeline.check_input(volume)
+    t2 = time.perf_counter()
+    findings = pipeline.run(volume)
+    t3 = time.perf_counter()
+    sources = [datasets[i] for i in volume.source_indices]
+    if len({id(d) for d in sources}) != len(sources):  # multi-frame: one source image
+        sources = list({id(d): d for d in sources}.values())
+    seg_identity, sr_identity = _identities(spec, pipeline)
+    algorithm = AlgorithmIdentity(
+        name=pipeline.name, version=pipeline.version, model_checksum=pipeline.model_checksum
+    )
+    objects = dicom_sr.write_results(sources, findings, seg_identity, sr_identity, spec.device, algorithm)
+    out_dir = Path(spec.output_dir)
+    outputs = tuple(_write(ds, out_dir, str(ds.Modality)) for ds in objects)
+    t4 = time.perf_counter()
+    timings = {"initialize_s": t1 - t0, "load_s": t2 - t1, "analyse_s": t3 - t2, "write_s": t4 - t3}
+    summary = _summary(findings, volume.voxel_volume_ml) | {"timings": {k: round(v, 3) for k, v in timings.items()}}
+    return JobOutcome(outputs=outputs, summary=summary, pipeline_version=pipeline.version, timings=timings)

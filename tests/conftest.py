@@ -1,0 +1,102 @@
+"""Shared fixtures: audit databases (SQLite and PostgreSQL), nodes, phantoms."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from node.config import Settings, load_settings
+
+#: The PostgreSQL server the brief promises on this machine and in CI.
+POSTGRES_ADMIN_URL = os.environ.get(
+    "AINODE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_database() -> Iterator[str]:
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    name = f"ainode_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        if os.environ.get("AINODE_TEST_SKIP_POSTGRES") == "1":
+            pytest.skip(f"PostgreSQL unavailable and AINODE_TEST_SKIP_POSTGRES=1: {exc}")
+        raise RuntimeError(
+            f"PostgreSQL at {POSTGRES_ADMIN_URL} is needed for the postgres tests "
+            "(set AINODE_TEST_POSTGRES_URL, or AINODE_TEST_SKIP_POSTGRES=1 to skip them)"
+        ) from exc
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty audit database: SQLite in a temp folder, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'audit.db'}"
+    else:
+        yield from _postgres_database()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'audit.db'}"
+
+
+@pytest.fixture(scope="session")
+def chest_phantom() -> Any:
+    """The synthetic chest CT phantom with known volumes (made once)."""
+    from node.phantom import make_chest_phantom
+
+    return make_chest_phantom()
+
+
+def node_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
+    """Settings for a node on loopback with free ports and short timings."""
+    node = {
+        "ae_title": "AINODE",
+        "dicom_host": "127.0.0.1",
+        "dicom_port": 0,
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        "storage_dir": str(tmp_path / "node"),
+        "database_url": database_url,
+        "study_stable_seconds": 1.0,
+        "poll_interval_seconds": 0.1,
+        "min_free_disk_mb": 16,
+        "job_timeout_seconds": 120,
+        "network_timeout_seconds": 10,
+    }
+    node.update(overrides.pop("node", {}))
+    return load_settings(overrides={"node": node, **overrides})
+
+
+@pytest.fixture
+def make_node(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start nodes (stopped at teardown): ``make_node(database_url, routes=..., ...)``."""
+    from node.app import Node
+
+    started: list[Node] = []
+
+    def factory(database_url: str, *, http: bool = True, **overrides: Any) -> Node:
+        node = Node(node_settings(tmp_path, database_url, **overrides), http=http)
+        node.start()
+        started.append(node)
+        return node
+
+    yield factory
+    for node in reversed(started):
+        node.stop()
