@@ -1,0 +1,88 @@
+"""Coded concepts used by the writers, in one place.
+
+Findings carry plain :class:`pipelines.findings.Code` values; the writers turn
+them into highdicom :class:`~highdicom.sr.CodedConcept` items (PS3.3 Section
+8.8, Code Sequence Macro) with :func:`coded_concept`. The constants below are
+the fixed concepts the writers add themselves, each with the context group
+(PS3.16) it is drawn from.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import MappingProxyType
+from typing import Final
+
+import highdicom as hd
+from pydicom.dataset import Dataset
+
+from pipelines.findings import Code
+
+logger = logging.getLogger(__name__)
+
+#: Algorithm family of a trained model (PS3.16 CID 7162, DCM 123110).
+ARTIFICIAL_INTELLIGENCE: Final = Code("123110", "DCM", "Artificial Intelligence")
+
+#: Default title of a TID 1500 report (PS3.16 CID 7021, DCM 126000).
+IMAGING_MEASUREMENT_REPORT: Final = Code("126000", "DCM", "Imaging Measurement Report")
+
+#: Observer Type of the node itself (PS3.16 CID 270, DCM 121007).
+OBSERVER_TYPE_DEVICE: Final = Code("121007", "DCM", "Device")
+
+#: Procedure Reported when the modality has no entry below (PS3.16 CID 100).
+IMAGING_PROCEDURE: Final = Code("363679005", "SCT", "Imaging procedure")
+
+#: Procedure Reported by source Modality (0008,0060); all from PS3.16 CID 100
+#: "Quantitative Diagnostic Imaging Procedures".
+PROCEDURES_BY_MODALITY: Final = MappingProxyType(
+    {
+        "CT": Code("25045-6", "LN", "CT unspecified body region"),
+        "MR": Code("25056-3", "LN", "MRI unspecified body region"),
+        "PT": Code("44136-0", "LN", "PET unspecified body region"),
+        "NM": Code("49118-3", "LN", "NM unspecified body region"),
+        "CR": Code("43468-8", "LN", "XR unspecified body region"),
+        "DX": Code("43468-8", "LN", "XR unspecified body region"),
+        "XA": Code("77343006", "SCT", "Angiography"),
+    }
+)
+
+
+def coded_concept(code: Code) -> hd.sr.CodedConcept:
+    """Convert a plain findings code into a highdicom coded concept.
+
+    Parameters
+    ----------
+    code : pipelines.findings.Code
+        Code Value, Coding Scheme Designator and Code Meaning.
+
+    Returns
+    -------
+    highdicom.sr.CodedConcept
+        The same concept as an item of a Code Sequence (PS3.3 Section 8.8).
+    """
+    return hd.sr.CodedConcept(value=code.value, scheme_designator=code.scheme, meaning=code.meaning)
+
+
+def procedure_reported(source_image: Dataset) -> Code:
+    """Choose the TID 1500 Procedure Reported for a source series.
+
+    The procedure is the imaging procedure that produced the source images,
+    never the algorithm. It is mapped from Modality (0008,0060) onto a generic
+    "unspecified body region" code of PS3.16 CID 100.
+
+    Parameters
+    ----------
+    source_image : pydicom.dataset.Dataset
+        Any image of the source series.
+
+    Returns
+    -------
+    pipelines.findings.Code
+        The procedure; :data:`IMAGING_PROCEDURE` for modalities not mapped.
+    """
+    modality = str(source_image.get("Modality", ""))
+    code = PROCEDURES_BY_MODALITY.get(modality)
+    if code is None:
+        logger.debug("no CID 100 procedure for modality %r, using %s", modality, IMAGING_PROCEDURE)
+        return IMAGING_PROCEDURE
+    return code

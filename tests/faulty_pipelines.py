@@ -1,0 +1,74 @@
+"""Pipelines that fail on purpose, to prove a failing job fails alone.
+
+They are referenced from test routes as ``"faulty_pipelines:Raises"`` and
+friends (the runner imports ``module:Class`` names), and run in real worker
+processes like any pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pipelines.base import InputSpec, Pipeline
+from pipelines.errors import PipelineError
+from pipelines.findings import Findings
+from pipelines.volume import Volume
+
+_ANY_CT = InputSpec(modalities=frozenset({"CT"}))
+
+
+class Raises(Pipeline):
+    """Raises a PipelineError with a clear reason."""
+
+    name = "faulty-raises"
+    version = "0.0.1"
+    accepts = _ANY_CT
+
+    def run(self, volume: Volume) -> Findings:
+        raise PipelineError("deliberate failure for the test")
+
+
+class Buggy(Pipeline):
+    """Has a bug (an unexpected exception type)."""
+
+    name = "faulty-buggy"
+    version = "0.0.1"
+    accepts = _ANY_CT
+
+    def run(self, volume: Volume) -> Findings:
+        return {}["missing"]  # type: ignore[no-any-return]
+
+
+class Crashes(Pipeline):
+    """Kills its own worker process, like a segfault or the OOM killer would."""
+
+    name = "faulty-crashes"
+    version = "0.0.1"
+    accepts = _ANY_CT
+
+    def run(self, volume: Volume) -> Findings:
+        os._exit(137)
+
+
+class Hangs(Pipeline):
+    """Never finishes (until the per-job timeout kills it)."""
+
+    name = "faulty-hangs"
+    version = "0.0.1"
+    accepts = _ANY_CT
+
+    def run(self, volume: Volume) -> Findings:
+        time.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+class Empty(Pipeline):
+    """Finds nothing: no segments, no measurements."""
+
+    name = "empty"
+    version = "0.0.1"
+    accepts = _ANY_CT
+
+    def run(self, volume: Volume) -> Findings:
+        return Findings(self.name, self.version, volume.sop_instance_uids)
