@@ -259,19 +259,26 @@ def decodable_transfer_syntaxes() -> list[str]:
 
     Uncompressed syntaxes always; compressed ones (JPEG, JPEG-LS, JPEG 2000,
     RLE, ...) when a pydicom decoder plugin for them is installed, so a
-    pipeline never receives pixels it cannot read. Explicit VR Little Endian
-    comes first: it is what the node prefers when a sender offers a choice.
+    pipeline never receives pixels it cannot read.
+
+    Order matters: pynetdicom accepts, within one proposed presentation
+    context, the first of *these* that the sender offered. Compressed
+    syntaxes come first (lossless before lossy) so that a sender that offers
+    its native compressed syntax next to an uncompressed one sends the file
+    as it holds it, instead of having to transcode (which dcmtk cannot do for
+    JPEG 2000, for example). Then Explicit VR Little Endian, then the rest.
     """
-    out = []
+    compressed, plain = [], []
     for ts in ALL_TRANSFER_SYNTAXES:
         uid = UID(ts)
         if not uid.is_compressed:
-            out.append(ts)
+            plain.append(ts)
             continue
         try:
             if get_decoder(uid).is_available:
-                out.append(ts)
+                compressed.append(ts)
         except NotImplementedError:
             continue
-    out.sort(key=lambda ts: ts != "1.2.840.10008.1.2.1")
-    return out
+    compressed.sort(key=lambda ts: "Lossless" not in UID(ts).name)
+    plain.sort(key=lambda ts: ts != "1.2.840.10008.1.2.1")
+    return compressed + plain

@@ -21,16 +21,16 @@ import peers
 from node.db.models import InstanceStatus
 from node.dimse import StoreStatus
 
-COMPRESSED = [
-    "693_J2KR.dcm",  # CT, JPEG 2000 lossless
-    "MR_small_RLE.dcm",  # RLE lossless
-    "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS lossless
-    "JPEG-LL.dcm",  # JPEG lossless SV1
-    "SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline
-    "JPEG-lossy.dcm",  # JPEG extended
-    "emri_small_jpeg_2k_lossless.dcm",  # enhanced multi-frame MR, JPEG 2000
-]
-PLAIN = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm"]
+# pydicom-data file -> the storescu option that proposes its own (compressed) transfer syntax
+COMPRESSED = {
+    "693_J2KR.dcm": "-xv",  # CT, JPEG 2000 lossless
+    "MR_small_RLE.dcm": "-xr",  # RLE lossless
+    "MR_small_jpeg_ls_lossless.dcm": "-xt",  # JPEG-LS lossless
+    "JPEG-LL.dcm": "-xs",  # JPEG lossless, first-order prediction
+    "SC_rgb_jpeg_dcmtk.dcm": "-xy",  # JPEG baseline
+    "emri_small_jpeg_2k_lossless.dcm": "-xv",  # enhanced multi-frame MR, JPEG 2000
+}
+PLAIN = {"CT_small.dcm": None, "MR_small.dcm": None, "rtplan.dcm": None}
 
 
 def _file(name: str) -> Path:
@@ -54,10 +54,10 @@ def test_echo_to_wrong_called_ae_is_rejected(node: Any) -> None:
     assert peers.echoscu("127.0.0.1", node.dicom_port, "AINODE").returncode == 0
 
 
-@pytest.mark.parametrize("name", PLAIN + COMPRESSED)
-def test_storescu_stores_every_transfer_syntax(node: Any, name: str) -> None:
+@pytest.mark.parametrize(("name", "propose"), sorted((PLAIN | COMPRESSED).items()))
+def test_storescu_stores_every_transfer_syntax(node: Any, name: str, propose: str | None) -> None:
     source = _file(name)
-    peers.storescu("127.0.0.1", node.dicom_port, "AINODE", [source], check=True)
+    peers.storescu("127.0.0.1", node.dicom_port, "AINODE", [source], propose=propose, check=True)
     [row] = node.store.instances()
     original = dcmread(source)
     assert row.status is InstanceStatus.STORED
@@ -137,27 +137,41 @@ def _meta_bytes(ds: Any) -> bytes:
     return buffer.getvalue()
 
 
-def test_unknown_sop_class_is_refused_at_negotiation_and_audited(node: Any, tmp_path: Path) -> None:
-    ds = dcmread(_file("CT_small.dcm"))
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.826.0.1.3680043.9.9999.1"
-    path = tmp_path / "private.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    result = peers.storescu("127.0.0.1", node.dicom_port, "AINODE", [path])
-    assert result.returncode != 0 or "no presentation context" in (result.stdout + result.stderr).lower()
-    assert node.store.instances() == []
+def test_unknown_sop_class_is_refused_at_negotiation_and_audited(node: Any) -> None:
+    private = "1.2.826.0.1.3680043.9.9999.1"
+    ae = AE(ae_title="PRIVATE")
+    ae.add_requested_context(private, ExplicitVRLittleEndian)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title="AINODE")
+    assert assoc.is_established
+    try:
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        rejected = {str(cx.abstract_syntax) for cx in assoc.rejected_contexts}
+    finally:
+        assoc.release()
+    assert accepted == {CTImageStorage} and rejected == {private}
     events = peers.wait_for(lambda: node.store.events(kind="contexts_refused"), what="audit of refused context")
-    assert "1.2.826.0.1.3680043.9.9999.1" in (events[0].detail or "")
+    assert private in (events[0].detail or "") and events[0].calling_ae_title == "PRIVATE"
     test_echoscu(node)
 
 
 def test_full_disk_answers_out_of_resources(make_node: Callable[..., Any], sqlite_url: str) -> None:
     node = make_node(sqlite_url, http=False, node={"min_free_disk_mb": 1 << 40})
-    result = peers.storescu("127.0.0.1", node.dicom_port, "AINODE", [_file("CT_small.dcm")])
-    output = (result.stdout + result.stderr)
-    assert "0xa700" in output.lower() or "out of resources" in output.lower()
+    ds = dcmread(_file("CT_small.dcm"))
+    ae = AE(ae_title="SENDER")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title="AINODE")
+    try:
+        status = int(assoc.send_c_store(ds).Status)
+    finally:
+        assoc.release()
+    assert status == StoreStatus.OUT_OF_RESOURCES
     [row] = node.store.instances()
     assert row.status is InstanceStatus.REJECTED and row.dimse_status == StoreStatus.OUT_OF_RESOURCES
-    assert "free-space" in (row.error or "")
+    assert "free-space" in (row.error or "") and row.sop_instance_uid == ds.SOPInstanceUID
+    assert not list((Path(node.storage_dir) / "spool").rglob("*.dcm"))
     test_echoscu(node)
 
 
