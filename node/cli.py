@@ -126,17 +126,18 @@ def _print_demo(result: Any) -> None:
         console.print(f"Emphysema index (%LAA-950): measured {laa[0]['value']:.2f} %, "
                       f"true {result.phantom.true_laa950_percent:.2f} %")
     timings = Table(title="Timings (s)")
-    for key in ("send", "complete_to_queued", "queued_to_delivered", "total"):
+    for key in result.seconds:
         timings.add_column(key, justify="right")
-    timings.add_row(*(f"{result.seconds[k]:.2f}" for k in ("send", "complete_to_queued", "queued_to_delivered", "total")))
+    timings.add_row(*(f"{v:.2f}" for v in result.seconds.values()))
     console.print(timings)
     files = Table(title="Received by the loopback PACS")
     for col in ("modality", "series description", "SOP class", "file"):
         files.add_column(col)
-    for row in describe_received(result.received_files):
-        files.add_row(*row)
+    for modality, description, sop_class, path in describe_received(result.received_files):
+        files.add_row(modality, description, sop_class, Path(path).name)
     console.print(files)
-    console.print(f"Audit database: {result.database_url}\nWork folder: {result.workdir}\n"
+    console.print(f"Results as the PACS received them: {result.workdir / 'pacs'}\n"
+                  f"Audit database: {result.database_url}\nWork folder: {result.workdir}\n"
                   f"Try: ainode jobs --database-url {result.database_url}")
 
 
@@ -181,7 +182,7 @@ def jobs(ctx: typer.Context, config: ConfigOption = None, database_url: DbOption
         return
     table = Table(title=f"Recent jobs ({len(rows)})")
     for col in ("id", "state", "pipeline", "modality", "series", "created", "run s", "error"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("id", "state", "pipeline", "run s"))
     for r in rows:
         table.add_row(str(r["id"]), r["state"], f"{r['pipeline']} {r['pipeline_version'] or ''}",
                       r["modality"] or "", "…" + r["series_instance_uid"][-12:],

@@ -91,6 +91,8 @@ def run_demo(workdir: Path | None = None, report: Any = None, timeout: float = 3
     """Run the demo; ``report(stage, detail)`` is called as it progresses."""
     say = report or (lambda stage, detail="": None)
     workdir = workdir or Path(tempfile.mkdtemp(prefix="ainode-demo-"))
+    if workdir.exists() and any(workdir.iterdir()):
+        raise AinodeError(f"demo: {workdir} is not empty; give a new or empty folder")
     (workdir / "pacs").mkdir(parents=True, exist_ok=True)
     say("phantom", "making a synthetic chest CT (64 slices) with known volumes")
     phantom = make_chest_phantom()
@@ -136,10 +138,24 @@ def run_demo(workdir: Path | None = None, report: Any = None, timeout: float = 3
         phantom=phantom,
         job=detail,
         received_files=tuple(pacs.files()),
-        seconds={"send": t_sent - t0, "complete_to_queued": t_queued - t_sent,
-                 "queued_to_delivered": t_done - t_queued, "total": t_done - t0},
+        seconds=_phases(detail, t_sent - t0, t_done - t0),
         database_url=database_url,
     )
+
+
+def _phases(job: dict[str, Any], send: float, total: float) -> dict[str, float]:
+    def gap(a: str, b: str) -> float:
+        return (job[b] - job[a]).total_seconds() if job.get(a) and job.get(b) else float("nan")
+
+    after_complete = gap("created_at", "delivered_at")
+    return {
+        "send (C-STORE)": send,
+        "quiet period": total - send - after_complete,
+        "queue": gap("created_at", "started_at"),
+        "analysis + SEG/SR": gap("started_at", "finished_at"),
+        "delivery": gap("finished_at", "delivered_at"),
+        "total": total,
+    }
 
 
 def describe_received(files: tuple[Path, ...]) -> list[tuple[str, str, str, str]]:

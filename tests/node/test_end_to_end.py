@@ -90,7 +90,9 @@ def test_orthanc_study_comes_back_with_seg_and_sr(
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source_series
     source_uids = {str(ds.SOPInstanceUID) for ds in chest_phantom.datasets}
     assert {uid for _, _, uid in seg.get_source_image_uids()} <= source_uids
-    assert seg.ContentCreatorName or seg.Manufacturer
+    assert seg.Manufacturer == "ainode project"
+    first = seg.get_segment_description(seg.segment_numbers[0])
+    assert first.algorithm_identification[0].AlgorithmName == "ct-anatomy"
 
     # -- the SR: volumes within tolerance of the phantom's truth
     assert sr_ds.StudyInstanceUID == study_uid
