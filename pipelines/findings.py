@@ -133,6 +133,100 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class Classification:
+    """A qualitative evaluation (PS3.16 TID 1500 qualitative evaluations), e.g. from a classifier.
+
+    Parameters
+    ----------
+    concept : Code
+        What is evaluated, e.g. SCT 404684003 "Clinical finding".
+    value : Code
+        The class found, e.g. SCT 36118008 "Pneumothorax".
+    probability : float | None
+        The model's probability or confidence for ``value`` in [0, 1].
+    segment_number : int | None
+        The segment the evaluation is about, if any.
+    """
+
+    concept: Code
+    value: Code
+    probability: float | None = None
+    segment_number: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.probability is not None and not 0.0 <= self.probability <= 1.0:
+            raise FindingsError(f"probability must be in [0, 1], got {self.probability}")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A detected object: an axis-aligned box in voxel coordinates, with a score.
+
+    Boxes are ``(frame, row, column)`` index coordinates of the source volume,
+    ``box_min`` inclusive and ``box_max`` exclusive; writers map them to
+    patient coordinates (SCOORD3D) with the source geometry.
+    """
+
+    finding: Code
+    score: float
+    box_min: tuple[float, float, float]
+    box_max: tuple[float, float, float]
+    tracking_id: str
+    label: str
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.score <= 1.0:
+            raise FindingsError(f"detection score must be in [0, 1], got {self.score}")
+        if any(hi <= lo for lo, hi in zip(self.box_min, self.box_max, strict=True)):
+            raise FindingsError(f"empty detection box {self.box_min}..{self.box_max}")
+
+
+@dataclass(frozen=True, eq=False)
+class DerivedSeries:
+    """A new image series computed from the source (reformat, MIP), with its own geometry.
+
+    ``voxels`` are ``[frame, row, column]`` in the source's modality units
+    (HU for CT); ``origin`` is the patient position (mm, LPS) of the first
+    voxel of frame 0; directions are unit vectors in LPS; ``spacing`` is
+    (between frames, between rows, between columns) in mm.
+    """
+
+    description: str
+    voxels: np.ndarray
+    origin: tuple[float, float, float]
+    row_direction: tuple[float, float, float]
+    column_direction: tuple[float, float, float]
+    slice_direction: tuple[float, float, float]
+    spacing: tuple[float, float, float]
+    slice_thickness: float
+    derivation: Code
+
+    def __post_init__(self) -> None:
+        if self.voxels.ndim != 3:
+            raise FindingsError(f"derived series must be 3-D, got shape {self.voxels.shape}")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A spatial registration of a prior study onto the current one (PS3.3 C.20).
+
+    ``matrix`` is the 4x4 affine that maps prior patient coordinates (mm) to
+    current patient coordinates; ``deformation`` optionally holds a dense
+    displacement field ``[3, frame, row, column]`` in mm on the current grid.
+    """
+
+    prior_study_instance_uid: str
+    prior_series_instance_uid: str
+    prior_frame_of_reference_uid: str
+    matrix: tuple[tuple[float, float, float, float], ...]
+    deformation: np.ndarray | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.matrix) != 4 or any(len(row) != 4 for row in self.matrix):
+            raise FindingsError("registration matrix must be 4x4")
+
+
+@dataclass(frozen=True)
 class Findings:
     """Everything one pipeline run found in one series.
 
@@ -154,6 +248,12 @@ class Findings:
     segments: tuple[Segment, ...] = ()
     measurements: tuple[Measurement, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    classifications: tuple[Classification, ...] = ()
+    detections: tuple[Detection, ...] = ()
+    derived_series: tuple[DerivedSeries, ...] = ()
+    registrations: tuple[Registration, ...] = ()
+    key_frames: tuple[int, ...] = ()
+    source_frame_numbers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         n_frames = len(self.source_sop_instance_uids)
@@ -166,9 +266,13 @@ class Findings:
                     f"segment {seg.description.label} has {seg.mask.shape[0]} frames, "
                     f"source has {n_frames}"
                 )
-        for m in self.measurements:
+        for m in (*self.measurements, *self.classifications):
             if m.segment_number is not None and m.segment_number not in numbers:
-                raise FindingsError(f"measurement refers to unknown segment {m.segment_number}")
+                raise FindingsError(f"{type(m).__name__} refers to unknown segment {m.segment_number}")
+        if any(not 0 <= k < n_frames for k in self.key_frames):
+            raise FindingsError(f"key frames {self.key_frames} outside 0..{n_frames - 1}")
+        if self.source_frame_numbers is not None and len(self.source_frame_numbers) != n_frames:
+            raise FindingsError("source_frame_numbers must give one frame number per source frame")
 
     def segment(self, number: int) -> Segment:
         """Return the segment with Segment Number ``number``."""
