@@ -7,6 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(orthanc orthanc-dicomweb dcmtk dicom3tools)
+PYTHON="${PYTHON:-python3}"
+# Debian's python3 lacks venv/ensurepip until python3-venv is installed.
+if ! "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then
+    APT_PACKAGES+=(python3-venv)
+fi
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -22,13 +27,13 @@ if ((${#missing[@]})); then
     $SUDO systemctl disable --now orthanc >/dev/null 2>&1 || true
 fi
 
-PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     echo "bootstrap: creating .venv"
     "$PYTHON" -m venv .venv
 fi
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-    echo "bootstrap: installing torch (CPU build)"
+    # Pinned first, so nothing later pulls a different (multi-GB CUDA) build.
+    echo "bootstrap: installing torch 2.13.0"
     .venv/bin/pip install -q torch==2.13.0
 fi
 stamp=.venv/.ainode-installed

@@ -31,6 +31,9 @@ ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML 
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # APScheduler logs every stage tick at INFO and a warning whenever a tick is
+    # still running when the next is due; neither is news for an administrator.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 def _settings(config: Path | None) -> Any:
@@ -243,7 +246,12 @@ def pipelines() -> None:
     table = Table(title="Pipelines")
     for col in ("name", "version", "accepts", "model checksum"):
         table.add_column(col)
-    for name, cls in sorted(registry.available().items()):
+    try:
+        found = registry.available()
+    except AinodeError as exc:
+        _fail(exc)
+        return
+    for name, cls in sorted(found.items()):
         table.add_row(name, cls.version, cls.accepts.describe(), cls.model_checksum or "-")
     console.print(table)
 

@@ -30,6 +30,29 @@ class StoreStatus(enum.IntEnum):
     COERCION_OF_DATA_ELEMENTS = 0xB000
 
 
+#: ainode's Implementation Class UID (PS3.7 D.3.3.2), a UUID-derived 2.25 root.
+IMPLEMENTATION_CLASS_UID = "2.25.178592637418221196516306440736924361091"
+#: Implementation Version Name: "AINODE_" + the release, at most 16 characters.
+IMPLEMENTATION_VERSION_NAME = "AINODE_010"
+
+#: Transfer syntaxes that keep every pixel value (the node prefers them).
+LOSSLESS_COMPRESSED = frozenset({
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, first-order prediction
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 (Lossless Only)
+    "1.2.840.10008.1.2.4.201",  # HTJ2K (Lossless Only)
+    "1.2.840.10008.1.2.4.202",  # HTJ2K with RPCL (Lossless Only)
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+})
+
+
+def identify(ae: Any) -> None:
+    """Announce ainode's own implementation identity on an AE."""
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+
+
 class EchoStatus(enum.IntEnum):
     """C-ECHO response statuses (PS3.7 Annex C)."""
 

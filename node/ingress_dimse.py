@@ -23,7 +23,7 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from node.db.store import AuditStore, ReceivedInstance
-from node.dimse import StoreStatus, quiet_pynetdicom, set_nodelay
+from node.dimse import LOSSLESS_COMPRESSED, StoreStatus, identify, quiet_pynetdicom, set_nodelay
 from node.errors import StorageError
 from node.storage import Spool
 
@@ -97,6 +97,7 @@ class StorageScp:
         """Start listening (non-blocking)."""
         quiet_pynetdicom()
         ae = AE(ae_title=self._config.ae_title)
+        identify(ae)
         ae.add_supported_context(Verification)
         syntaxes = decodable_transfer_syntaxes()
         for cx in AllStoragePresentationContexts:
@@ -115,6 +116,7 @@ class StorageScp:
             (evt.EVT_CONN_OPEN, self._handle_open),
             (evt.EVT_ABORTED, self._handle_aborted),
             (evt.EVT_ACCEPTED, self._handle_accepted),
+            (evt.EVT_REJECTED, self._handle_rejected),
         ]
         self._server = ae.start_server(
             (self._config.host, self._config.port), block=False, evt_handlers=handlers
@@ -142,6 +144,22 @@ class StorageScp:
                 "unsupported SOP class or transfer syntax: " + ", ".join(names)[:2000],
                 calling_ae_title=_calling_ae(event),
             )
+
+    def _handle_rejected(self, event: Any) -> None:
+        # The most common integration error: wrong called AE title, calling AE
+        # not on the allow-list, or too many associations.
+        calling = _calling_ae(event)
+        try:
+            called = str(event.assoc.acceptor.ae_title).strip()
+        except AttributeError:
+            called = "?"
+        logger.warning("association from %s to called AE %s rejected", calling, called)
+        self._store.record_event(
+            "association_rejected",
+            f"called AE title {called!r} (this node is {self._config.ae_title!r}); "
+            "check the PACS's entry for this node, the calling AE allow-list and max_associations",
+            calling_ae_title=calling,
+        )
 
     def _handle_echo(self, event: Any) -> int:
         return 0x0000
@@ -262,23 +280,24 @@ def decodable_transfer_syntaxes() -> list[str]:
     pipeline never receives pixels it cannot read.
 
     Order matters: pynetdicom accepts, within one proposed presentation
-    context, the first of *these* that the sender offered. Compressed
-    syntaxes come first (lossless before lossy) so that a sender that offers
-    its native compressed syntax next to an uncompressed one sends the file
-    as it holds it, instead of having to transcode (which dcmtk cannot do for
-    JPEG 2000, for example). Then Explicit VR Little Endian, then the rest.
+    context, the first of *these* that the sender offered. Lossless
+    compressed syntaxes come first, so a sender that offers its native
+    lossless syntax next to an uncompressed one sends the file as it holds it
+    (dcmtk cannot transcode JPEG 2000, for example); then the uncompressed
+    syntaxes (Explicit VR Little Endian first); lossy syntaxes last, so the
+    node never asks a sender to compress lossily.
     """
-    compressed, plain = [], []
+    lossless, plain, lossy = [], [], []
     for ts in ALL_TRANSFER_SYNTAXES:
         uid = UID(ts)
         if not uid.is_compressed:
             plain.append(ts)
             continue
         try:
-            if get_decoder(uid).is_available:
-                compressed.append(ts)
+            available = get_decoder(uid).is_available
         except NotImplementedError:
             continue
-    compressed.sort(key=lambda ts: "Lossless" not in UID(ts).name)
+        if available:
+            (lossless if ts in LOSSLESS_COMPRESSED else lossy).append(ts)
     plain.sort(key=lambda ts: ts != "1.2.840.10008.1.2.1")
-    return compressed + plain
+    return lossless + plain + lossy

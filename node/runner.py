@@ -169,6 +169,7 @@ class ProcessRunner:
         self._stopping = threading.Event()
         self._slots: list[threading.Thread] = []
         self._workers: list[_Worker | None] = []
+        self._busy: set[int] = set()
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -189,9 +190,9 @@ class ProcessRunner:
         self._stopping.set()
         self._wake.set()
         with self._lock:
-            for worker in self._workers:
-                if worker is not None and worker.alive():
-                    worker.process.kill()
+            for slot, worker in enumerate(self._workers):
+                if worker is not None and worker.alive() and slot in self._busy:
+                    worker.process.kill()  # idle workers get to finalize their pipelines below
         for thread in self._slots:
             thread.join(timeout=30)
         with self._lock:
@@ -229,7 +230,14 @@ class ProcessRunner:
         except AinodeError as exc:
             self._store.fail_job(job.id, str(exc))
             return
-        kind, payload = self._worker(slot).run(spec, self._timeout)
+        worker = self._worker(slot)
+        with self._lock:
+            self._busy.add(slot)
+        try:
+            kind, payload = worker.run(spec, self._timeout)
+        finally:
+            with self._lock:
+                self._busy.discard(slot)
         seconds = time.perf_counter() - started
         if kind in ("crash", "timeout"):
             with self._lock:

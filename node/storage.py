@@ -84,8 +84,28 @@ class Spool:
         return free - incoming_bytes >= self.min_free_bytes
 
     def store(self, study_uid: str, series_uid: str, sop_uid: str, data: bytes | memoryview) -> tuple[Path, str]:
-        """Store one instance durably; return its path and SHA-256."""
+        """Store one instance durably; return its path and SHA-256.
+
+        An identical re-send rewrites nothing. A *changed* re-send of the same
+        SOP instance is kept beside the first copy (``<sop>.<sha12>.dcm``), so
+        a job reading the earlier copy is never handed a file that changes
+        under it, and the audit trail can point at both versions.
+        """
         path = self.instance_path(study_uid, series_uid, sop_uid)
         digest = hashlib.sha256(data).hexdigest()
+        if path.exists():
+            if _sha256_of(path) == digest:
+                return path, digest
+            path = path.with_name(f"{path.stem}.{digest[:12]}.dcm")
+            if path.exists():
+                return path, digest
         write_atomic(path, data)
         return path, digest
+
+
+def _sha256_of(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None

@@ -49,8 +49,10 @@ def test_echoscu(node: Any) -> None:
     assert result.returncode == 0
 
 
-def test_echo_to_wrong_called_ae_is_rejected(node: Any) -> None:
+def test_echo_to_wrong_called_ae_is_rejected_and_audited(node: Any) -> None:
     assert peers.echoscu("127.0.0.1", node.dicom_port, "NOTME").returncode != 0
+    [event] = peers.wait_for(lambda: node.store.events(kind="association_rejected"), what="rejection audited")
+    assert "'NOTME'" in (event.detail or "") and event.calling_ae_title == "ECHOSCU"
     assert peers.echoscu("127.0.0.1", node.dicom_port, "AINODE").returncode == 0
 
 

@@ -99,3 +99,20 @@ def test_unknown_pipeline_is_a_start_up_error(make_node: Callable[..., Any], sql
 
     with pytest.raises(ConfigError, match="route 'ct'"):
         make_node(sqlite_url, http=False, routes=_route(pipeline))
+
+
+def test_late_instances_start_a_new_job(make_node: Callable[..., Any], sqlite_url: str, chest_phantom: Any) -> None:
+    node = make_node(sqlite_url, http=False, routes=_route("ct-anatomy"))
+    first, late = chest_phantom.datasets[:40], chest_phantom.datasets[40:]
+    _send(node, first)
+    [job1] = _settled(node, 1)
+    assert job1.state is JobState.SUCCEEDED
+    _send(node, late)
+    jobs = _settled(node, 2)
+    job2 = max(jobs, key=lambda j: j.id)
+    found = node.store.get_job(job2.id)
+    assert found is not None
+    # the series is analysed again as a whole: nothing is silently dropped
+    assert len(found[0].inputs) == len(chest_phantom.datasets)
+    assert job2.result_uids["SEG"]["sop_instance_uid"] != job1.result_uids["SEG"]["sop_instance_uid"]
+    assert [e.kind for e in node.store.events(kind="study_complete")] == ["study_complete"] * 2

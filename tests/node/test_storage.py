@@ -50,3 +50,13 @@ def test_write_failure_is_a_storage_error(tmp_path: Path) -> None:
 def test_free_space_threshold(tmp_path: Path) -> None:
     assert Spool(tmp_path, 0).has_room(1)
     assert not Spool(tmp_path, 1 << 62).has_room(1)
+
+
+def test_changed_resend_is_kept_beside_the_first_copy(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 0)
+    first, sha1 = spool.store("1.2", "1.2.3", "1.2.3.4", b"version one")
+    again, sha_again = spool.store("1.2", "1.2.3", "1.2.3.4", b"version one")
+    changed, sha2 = spool.store("1.2", "1.2.3", "1.2.3.4", b"version two")
+    assert again == first and sha_again == sha1
+    assert changed != first and changed.name == f"1.2.3.4.{sha2[:12]}.dcm"
+    assert first.read_bytes() == b"version one" and changed.read_bytes() == b"version two"
