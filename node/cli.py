@@ -34,6 +34,7 @@ def _setup_logging(level: str) -> None:
     # APScheduler logs every stage tick at INFO and a warning whenever a tick is
     # still running when the next is due; neither is news for an administrator.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _settings(config: Path | None) -> Any:

@@ -72,3 +72,19 @@ class Empty(Pipeline):
 
     def run(self, volume: Volume) -> Findings:
         return Findings(self.name, self.version, volume.sop_instance_uids)
+
+
+class Slow(Pipeline):
+    """ct-anatomy after a pause, so a test can kill the node while the job runs."""
+
+    name = "slow-ct-anatomy"
+    version = "0.0.1"
+    accepts = _ANY_CT
+
+    def run(self, volume: Volume) -> Findings:
+        from pipelines.ct_anatomy import CtAnatomyPipeline
+
+        time.sleep(float(os.environ.get("AINODE_TEST_SLOW_SECONDS", "4")))
+        found = CtAnatomyPipeline().run(volume)
+        return Findings(self.name, self.version, found.source_sop_instance_uids,
+                        segments=found.segments, measurements=found.measurements)
