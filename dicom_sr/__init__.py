@@ -1,4 +1,8 @@
-"""Turn pipeline findings into DICOM results: SEG (PS3.3 A.51) and SR (TID 1500).
+"""Turn pipeline findings into DICOM results: SEG, SR, and fallbacks.
+
+SEG (PS3.3 A.51), TID 1500 SR (Comprehensive 3D SR), Secondary Capture
+images with burned-in outlines, an Encapsulated PDF summary and a Key Object
+Selection, all conformant to IHE AI Results (AIR).
 
 This package never imports torch, monai or anything of ``node/``; it reads
 only :mod:`pipelines.findings` and :mod:`pipelines.errors`.
@@ -6,21 +10,36 @@ only :mod:`pipelines.findings` and :mod:`pipelines.errors`.
 
 from __future__ import annotations
 
+from dicom_sr.equipment import algorithm_device_uid, contributing_equipment
 from dicom_sr.errors import DicomWriterError, EncodingError, IdentityError, SourceImagesError
 from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity
-from dicom_sr.results import write_results
+from dicom_sr.kos import write_key_object_selection
+from dicom_sr.pdf import write_pdf_report
+from dicom_sr.profile import ResultFormat, ScFrames, SegmentationType, ViewerProfile
+from dicom_sr.results import DEFAULT_FORMATS, write_results
+from dicom_sr.sc import write_secondary_captures
 from dicom_sr.seg import write_segmentation
 from dicom_sr.sr import write_measurement_report
 
 __all__ = [
+    "DEFAULT_FORMATS",
     "AlgorithmIdentity",
     "DeviceIdentity",
     "DicomWriterError",
     "EncodingError",
     "IdentityError",
+    "ResultFormat",
     "ResultIdentity",
+    "ScFrames",
+    "SegmentationType",
     "SourceImagesError",
+    "ViewerProfile",
+    "algorithm_device_uid",
+    "contributing_equipment",
+    "write_key_object_selection",
     "write_measurement_report",
+    "write_pdf_report",
     "write_results",
+    "write_secondary_captures",
     "write_segmentation",
 ]

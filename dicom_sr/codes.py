@@ -86,3 +86,29 @@ def procedure_reported(source_image: Dataset) -> Code:
         logger.debug("no CID 100 procedure for modality %r, using %s", modality, IMAGING_PROCEDURE)
         return IMAGING_PROCEDURE
     return code
+
+#: Probability of a classification (DCM 122157 "Probability"): a NUM child of
+#: the qualitative evaluation, unit UCUM "1" (no units), value in [0, 1].
+PROBABILITY: Final = Code("122157", "DCM", "Probability")
+
+#: Score of a detection: PS3.16 DCM 111012 "Certainty of Finding" (CID 6048,
+#: the CAD certainty concept), NUM in [0, 1] with unit "1".
+CERTAINTY_OF_FINDING: Final = Code("111012", "DCM", "Certainty of Finding")
+
+#: UCUM unity for probabilities and scores (PS3.16 CID 7181).
+NO_UNITS: Final = Code("1", "UCUM", "no units")
+
+#: Finding of a qualitative evaluation group without a segment (SCT).
+CLINICAL_FINDING: Final = Code("404684003", "SCT", "Clinical finding")
+
+#: UIDREF concepts that name the prior study of a longitudinal comparison.
+STUDY_INSTANCE_UID: Final = Code("110180", "DCM", "Study Instance UID")
+SERIES_INSTANCE_UID: Final = Code("112002", "DCM", "Series Instance UID")
+FRAME_OF_REFERENCE_UID: Final = Code("112227", "DCM", "Frame of Reference UID")
+
+#: Title of the Key Object Selection document (PS3.16 CID 7010, DCM 113000).
+OF_INTEREST: Final = Code("113000", "DCM", "Of Interest")
+
+#: Document Title of the encapsulated PDF summary (LOINC 18748-4
+#: "Diagnostic imaging study", PS3.16 CID 7020 "Document Titles").
+DIAGNOSTIC_IMAGING_REPORT: Final = Code("18748-4", "LN", "Diagnostic Imaging Report")

@@ -47,6 +47,8 @@ class JobSpec:
     seg_series_number: int
     sr_series_number: int
     device: DeviceIdentity
+    formats: tuple[str, ...] = ("seg", "sr")
+    series_numbers: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,21 +146,34 @@ def _write(ds: Dataset, out_dir: Path, kind: str) -> WrittenOutput:
     )
 
 
-def _identities(spec: JobSpec, pipeline: Pipeline) -> tuple[ResultIdentity, ResultIdentity]:
-    uids = spec.result_uids
-    seg = ResultIdentity(
-        series_instance_uid=uids["SEG"]["series_instance_uid"],
-        sop_instance_uid=uids["SEG"]["sop_instance_uid"],
-        series_number=spec.seg_series_number,
-        series_description=f"AI {pipeline.name} SEG"[:64],
-    )
-    sr = ResultIdentity(
-        series_instance_uid=uids["SR"]["series_instance_uid"],
-        sop_instance_uid=uids["SR"]["sop_instance_uid"],
-        series_number=spec.sr_series_number,
-        series_description=f"AI {pipeline.name} report"[:64],
-    )
-    return seg, sr
+#: The kind recorded for each result object, by its Modality (SC keeps the source's).
+_KIND_BY_MODALITY = {"SEG": "SEG", "SR": "SR", "DOC": "PDF", "KO": "KO"}
+_DESCRIPTIONS = {"seg": "SEG", "sr": "report", "sc": "overlay (not for diagnosis)", "pdf": "PDF report",
+                 "ko": "key images"}
+_DEFAULT_SERIES_OFFSET = {"seg": 0, "sr": 1, "sc": 2, "pdf": 3, "ko": 4}
+
+
+def _identities(spec: JobSpec, pipeline: Pipeline) -> dict[str, ResultIdentity]:
+    """One identity per result format, from the UIDs minted when the job was queued."""
+    identities = {}
+    for fmt in spec.formats:
+        uids = spec.result_uids.get(fmt.upper())
+        if uids is None:
+            raise JobError(f"no result UIDs were minted for format {fmt!r}; re-run the job")
+        number = spec.series_numbers.get(fmt) or spec.seg_series_number + _DEFAULT_SERIES_OFFSET[fmt]
+        if fmt == "sr":
+            number = spec.series_numbers.get(fmt) or spec.sr_series_number
+        identities[fmt] = ResultIdentity(
+            series_instance_uid=uids["series_instance_uid"],
+            sop_instance_uid=uids["sop_instance_uid"],
+            series_number=number,
+            series_description=f"AI {pipeline.name} {_DESCRIPTIONS[fmt]}"[:64],
+        )
+    return identities
+
+
+def _kind(ds: Dataset) -> str:
+    return _KIND_BY_MODALITY.get(str(ds.Modality), "SC")
 
 
 def execute_job(spec: JobSpec, cache: PipelineCache) -> JobOutcome:
@@ -175,13 +190,15 @@ def execute_job(spec: JobSpec, cache: PipelineCache) -> JobOutcome:
     sources = [datasets[i] for i in volume.source_indices]
     if len({id(d) for d in sources}) != len(sources):  # multi-frame: one source image
         sources = list({id(d): d for d in sources}.values())
-    seg_identity, sr_identity = _identities(spec, pipeline)
     algorithm = AlgorithmIdentity(
         name=pipeline.name, version=pipeline.version, model_checksum=pipeline.model_checksum
     )
-    objects = dicom_sr.write_results(sources, findings, seg_identity, sr_identity, spec.device, algorithm)
+    objects = dicom_sr.write_results(
+        sources, findings, device=spec.device, algorithm=algorithm,
+        formats=spec.formats, identities=_identities(spec, pipeline),
+    )
     out_dir = Path(spec.output_dir)
-    outputs = tuple(_write(ds, out_dir, str(ds.Modality)) for ds in objects)
+    outputs = tuple(_write(ds, out_dir, _kind(ds)) for ds in objects)
     t4 = time.perf_counter()
     timings = {"initialize_s": t1 - t0, "load_s": t2 - t1, "analyse_s": t3 - t2, "write_s": t4 - t3}
     summary = _summary(findings, volume.voxel_volume_ml) | {"timings": {k: round(v, 3) for k, v in timings.items()}}

@@ -20,8 +20,9 @@ reconstruction property and may differ from the spacing).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels.utils import pixel_array
 
 from pipelines.errors import InputError
+from pipelines.header import series_header
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +96,17 @@ class Volume:
         ``None`` means no shear.
     sop_class_uid : str | None
         SOP Class UID (0008,0016) shared by the source images.
+    header : Mapping[str, Any]
+        Selected attributes of the first source image as plain Python values
+        (see :mod:`pipelines.header`), e.g. the PET Units, Decay Correction and
+        Radiopharmaceutical Information that SUV needs, and
+        ``"AcquisitionDateTimes"``: each frame's acquisition date and time in
+        frame order. Read-only; empty when a test builds a Volume by hand.
+    planar : bool
+        ``True`` for a projection or planar image without patient geometry
+        (CR, DX, MG, US, XA, ...; see :mod:`pipelines.planar`): ``origin`` and
+        the directions are nominal (identity), only the row and column spacing
+        is physical, and several frames are a time series (cine), not slices.
     """
 
     voxels: np.ndarray
@@ -109,6 +122,8 @@ class Volume:
     series_instance_uid: str
     frame_step: Vector3 | None = None
     sop_class_uid: str | None = None
+    header: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    planar: bool = False
 
     def __post_init__(self) -> None:
         if self.voxels.ndim != 3:
@@ -122,6 +137,8 @@ class Volume:
         if len(self.spacing) != 3 or any(not s > 0 for s in self.spacing):
             raise InputError(f"volume spacing must be three positive values, got {self.spacing}")
         self.voxels.flags.writeable = False
+        if not isinstance(self.header, MappingProxyType):
+            object.__setattr__(self, "header", MappingProxyType(dict(self.header)))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -198,6 +215,10 @@ def load_volume(datasets: Sequence[Dataset]) -> Volume:
     """
     if not datasets:
         raise InputError("no images to load")
+    from pipelines.planar import is_planar, load_planar  # planar imports this module
+
+    if len(datasets) == 1 and is_planar(datasets[0]):
+        return load_planar(datasets[0])
     for index, ds in enumerate(datasets):
         _check_image(ds, index)
     _check_same_series(datasets)
@@ -221,6 +242,11 @@ def load_volume(datasets: Sequence[Dataset]) -> Volume:
         series_instance_uid=str(first.get("SeriesInstanceUID", "")),
         frame_step=step,
         sop_class_uid=str(first.get("SOPClassUID", "")) or None,
+        header=series_header(
+            datasets,
+            [f.source_index for f in sorted_frames],
+            [f.frame_number for f in sorted_frames],
+        ),
     )
     logger.debug("loaded volume %s spacing %s", volume.shape, volume.spacing)
     return volume

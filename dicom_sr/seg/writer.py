@@ -14,19 +14,22 @@ from collections.abc import Sequence
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless
+from pydicom.uid import UID
 
 from dicom_sr.codes import coded_concept
+from dicom_sr.equipment import contributing_equipment
 from dicom_sr.errors import EncodingError
+from dicom_sr.geometry import SourceFrames, source_frames
 from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity, derived_uid
-from dicom_sr.sources import check_algorithm, check_source_images, detach_from_source
+from dicom_sr.profile import SEG_TRANSFER_SYNTAXES, SegmentationType, ViewerProfile
+from dicom_sr.sources import check_algorithm, check_source_images, finish_result
 from pipelines.findings import Findings, Segment, SegmentDescription
 
 logger = logging.getLogger(__name__)
 
-#: Transfer syntaxes a BINARY segmentation can be written in (highdicom 0.28
+#: Transfer syntaxes a segmentation can be written in (highdicom 0.28
 #: encodes 1-bit frames natively or as JPEG 2000 lossless only).
-SEGMENTATION_TRANSFER_SYNTAXES = frozenset({ExplicitVRLittleEndian, JPEG2000Lossless})
+SEGMENTATION_TRANSFER_SYNTAXES = SEG_TRANSFER_SYNTAXES
 
 _MAX_LO = 64
 
@@ -59,16 +62,25 @@ def write_segmentation(
     device: DeviceIdentity,
     algorithm: AlgorithmIdentity,
     *,
-    transfer_syntax_uid: str = ExplicitVRLittleEndian,
+    transfer_syntax_uid: str | None = None,
+    profile: ViewerProfile | None = None,
 ) -> hd.seg.Segmentation:
-    """Write the segments of ``findings`` as one BINARY Segmentation instance.
+    """Write the segments of ``findings`` as one Segmentation instance.
 
     Implements the Segmentation IOD (PS3.3 A.51) with the Segmentation Image
     Module (C.8.20.2) and its Segment Description Macro (Table C.8.20-4).
     Every segment is AUTOMATIC, identified by ``algorithm``, tracked by its
     ``tracking_id`` and a derived Tracking UID (:func:`segment_tracking_uid`)
     and coloured by its sRGB colour converted to CIELab. Content Creator's
-    Name (Type 2) stays empty: no person created the content.
+    Name (Type 2) stays empty: no person created the content. The algorithm
+    is listed in the Contributing Equipment Sequence (IHE AIR), and the
+    Patient and Study modules are copied exactly from the source.
+
+    Every frame references its source frame in the Derivation Image
+    Sequence and carries the source frame's Plane Position (Patient); the
+    Referenced Series Sequence lists every source instance (OHIF and Weasis
+    need both). A multi-frame source (one Enhanced CT/MR instance) is
+    referenced frame by frame through ``findings.source_frame_numbers``.
 
     Parameters
     ----------
@@ -83,8 +95,11 @@ def write_segmentation(
         The node, recorded as equipment.
     algorithm : AlgorithmIdentity
         The algorithm that produced ``findings``.
-    transfer_syntax_uid : str
-        Explicit VR Little Endian (default) or JPEG 2000 Lossless.
+    transfer_syntax_uid : str | None
+        Overrides ``profile.transfer_syntax_uid`` when given.
+    profile : ViewerProfile | None
+        Segmentation type, empty frames and transfer syntax; BINARY with
+        empty frames omitted in Explicit VR Little Endian when ``None``.
 
     Returns
     -------
@@ -103,18 +118,22 @@ def write_segmentation(
     """
     check_source_images(source_images, findings)
     check_algorithm(findings, algorithm)
+    profile = profile or ViewerProfile()
+    transfer_syntax_uid = transfer_syntax_uid or profile.transfer_syntax_uid
     if UID(transfer_syntax_uid) not in SEGMENTATION_TRANSFER_SYNTAXES:
         raise EncodingError(f"transfer syntax {transfer_syntax_uid} is not supported for SEG")
     segments = _ordered_segments(findings)
-    _check_geometry(source_images, segments)
+    _check_geometry(source_images, segments, len(findings.source_sop_instance_uids))
+    frames = source_frames(source_images, findings)
+    segmentation_type = profile.segmentation_type
     descriptions = [
         _segment_description(segment.description, identity, algorithm) for segment in segments
     ]
     try:
         segmentation = hd.seg.Segmentation(
             source_images=source_images,
-            pixel_array=_pixel_array(segments),
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            pixel_array=_pixel_array(segments, frames, segmentation_type),
+            segmentation_type=hd.seg.SegmentationTypeValues(segmentation_type.value),
             segment_descriptions=descriptions,
             series_instance_uid=identity.series_instance_uid,
             series_number=identity.series_number,
@@ -126,14 +145,15 @@ def write_segmentation(
             device_serial_number=device.device_serial_number,
             content_description=identity.series_description,
             transfer_syntax_uid=transfer_syntax_uid,
-            omit_empty_frames=True,
+            omit_empty_frames=profile.omit_empty_frames,
             series_description=identity.series_description,
             institution_name=device.institution_name,
             content_qualification=device.content_qualification,
+            contributing_equipment=contributing_equipment(device, algorithm),
         )
     except ValueError as exc:
         raise EncodingError(f"cannot encode segmentation: {exc}") from exc
-    detach_from_source(segmentation, source_images[0])
+    finish_result(segmentation, source_images[0])
     logger.info(
         "wrote SEG %s: %d segments, %d frames from %d source images",
         identity.sop_instance_uid,
@@ -161,9 +181,11 @@ def _ordered_segments(findings: Findings) -> list[Segment]:
     return segments
 
 
-def _check_geometry(source_images: Sequence[Dataset], segments: Sequence[Segment]) -> None:
+def _check_geometry(
+    source_images: Sequence[Dataset], segments: Sequence[Segment], n_frames: int
+) -> None:
     """Check every mask matches the source matrix, frame for frame."""
-    shape = (len(source_images), int(source_images[0].Rows), int(source_images[0].Columns))
+    shape = (n_frames, int(source_images[0].Rows), int(source_images[0].Columns))
     for image in source_images:
         if (int(image.Rows), int(image.Columns)) != shape[1:]:
             raise EncodingError("source images differ in Rows or Columns")
@@ -175,20 +197,44 @@ def _check_geometry(source_images: Sequence[Dataset], segments: Sequence[Segment
             )
 
 
-def _pixel_array(segments: Sequence[Segment]) -> np.ndarray:
+def _pixel_array(
+    segments: Sequence[Segment], frames: SourceFrames, segmentation_type: SegmentationType
+) -> np.ndarray:
     """Hand the masks to highdicom in the cheapest form that holds them all.
 
     One mask goes as it is (no copy). Masks that do not overlap go as one
     label map (one byte per voxel, whatever the number of segments); only
-    overlapping masks are stacked as a [frame, row, column, segment] array.
+    overlapping masks are stacked as a [frame, row, column, segment] array
+    (refused for LABELMAP, which cannot hold overlaps). For a multi-frame
+    source the frames are put in the source's frame order.
     """
     if len(segments) == 1:
-        return segments[0].mask
-    labels = _label_map(segments)
-    if labels is not None:
-        return labels
-    logger.debug("segments overlap: stacking %d masks", len(segments))
-    return _stack_masks(segments)
+        array = segments[0].mask
+    else:
+        labels = _label_map(segments)
+        if labels is not None:
+            array = labels
+        elif segmentation_type is SegmentationType.LABELMAP:
+            raise EncodingError("segments overlap: a LABELMAP segmentation cannot hold them")
+        else:
+            logger.debug("segments overlap: stacking %d masks", len(segments))
+            array = _stack_masks(segments)
+    if segmentation_type is SegmentationType.LABELMAP and array.dtype == np.bool_:
+        array = array.view(np.uint8)
+    if frames.is_multiframe:
+        array = _in_source_frame_order(array, frames)
+    return array
+
+
+def _in_source_frame_order(array: np.ndarray, frames: SourceFrames) -> np.ndarray:
+    """Place findings frames at their source frame index (others stay empty)."""
+    n_source = int(frames.images[0].NumberOfFrames)
+    numbers = np.asarray(frames.frame_numbers, dtype=np.intp) - 1
+    if len(numbers) == n_source and np.array_equal(numbers, np.arange(n_source)):
+        return array
+    ordered = np.zeros((n_source, *array.shape[1:]), dtype=array.dtype)
+    ordered[numbers] = array
+    return ordered
 
 
 def _label_map(segments: Sequence[Segment]) -> np.ndarray | None:

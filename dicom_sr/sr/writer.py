@@ -1,11 +1,17 @@
-"""Write measurements as a TID 1500 Measurement Report in a Comprehensive 3D SR.
+"""Write findings as a TID 1500 Measurement Report in a Comprehensive 3D SR.
 
-The report (PS3.16 TID 1500) holds one TID 1411 "Volumetric ROI Measurements
-and Qualitative Evaluations" group per measured segment, each referencing its
-segment in the SEG written for the same findings, and one TID 1501
-"Measurement and Qualitative Evaluation Group" for whole-series measurements.
-The node is the device observer (TID 1002/1004); every measurement (TID 300)
-names the algorithm (TID 4019).
+The report (PS3.16 TID 1500) holds, per finding, the groups built in
+:mod:`dicom_sr.sr.groups`: a TID 1411 group per segment referencing its
+segment in the SEG written for the same findings (with its measurements and
+classifications) and a TID 1410 group with the segment's outline on its key
+frame; a TID 1410 group per detection (SCOORD3D); a TID 1501 group for
+whole-series measurements and classifications; a TID 1501 group per prior
+study compared with. The node is the device observer (TID 1002/1004); every
+measurement names the algorithm (TID 4019); the image library (TID 1600)
+lists the images the outline groups are drawn on (single-frame sources
+only: highdicom 0.28 cannot describe an enhanced multi-frame image there).
+Listing all source images instead would cost ~10 s for 300 slices in
+highdicom 0.28; the SEG and the whole-series group reference them all.
 """
 
 from __future__ import annotations
@@ -23,18 +29,29 @@ from dicom_sr.codes import (
     coded_concept,
     procedure_reported,
 )
+from dicom_sr.equipment import contributing_equipment
 from dicom_sr.errors import EncodingError, SourceImagesError
-from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity, derived_uid
+from dicom_sr.geometry import SourceFrames, source_frames
+from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity
+from dicom_sr.outline import key_frame
 from dicom_sr.seg.writer import segment_tracking_uid
-from dicom_sr.sources import check_algorithm, check_source_images, detach_from_source
-from pipelines.findings import Findings, Measurement, SegmentDescription
+from dicom_sr.sources import check_algorithm, check_source_images, finish_result
+from dicom_sr.sr import groups
+from pipelines.findings import Findings
 
 logger = logging.getLogger(__name__)
 
-_Group = (
-    hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
-    | hd.sr.MeasurementsAndQualitativeEvaluations
-)
+_SEGMENTATION_SOP_CLASSES = frozenset({SegmentationStorage, "1.2.840.10008.5.1.4.1.1.66.7"})
+
+
+def has_report_content(findings: Findings) -> bool:
+    """Return whether ``findings`` hold anything a TID 1500 report carries."""
+    return bool(
+        findings.measurements
+        or findings.classifications
+        or findings.detections
+        or findings.registrations
+    )
 
 
 def write_measurement_report(
@@ -45,27 +62,32 @@ def write_measurement_report(
     device: DeviceIdentity,
     algorithm: AlgorithmIdentity,
 ) -> hd.sr.Comprehensive3DSR:
-    """Write the measurements of ``findings`` as a TID 1500 Measurement Report.
+    """Write ``findings`` as a TID 1500 Measurement Report.
 
     Implements the Comprehensive 3D SR IOD (PS3.3 A.35.13) with the content
-    tree of PS3.16 TID 1500. Segment measurements reference their segment
-    with TID 1411 "Referenced Segment" and "Source Series for Segmentation";
-    the group's Tracking Identifier and Tracking UID are those of the segment
-    in the SEG, so SEG and SR track the finding with the same pair. Procedure
-    Reported is the source's imaging procedure (see
-    :func:`dicom_sr.codes.procedure_reported`). The document is complete,
-    unverified and preliminary: no person has read it yet.
+    tree of PS3.16 TID 1500. Segment groups reference their segment with
+    TID 1411 "Referenced Segment" and "Source Series for Segmentation"; the
+    group's Tracking Identifier and Tracking UID are those of the segment in
+    the SEG, so SEG and SR track the finding with the same pair. When a
+    segmentation is given, every segment also gets an outline group with
+    image coordinates. Procedure Reported is the source's imaging procedure
+    (see :func:`dicom_sr.codes.procedure_reported`). The document is
+    complete, unverified and preliminary: no person has read it yet. The
+    algorithm is listed in the Contributing Equipment Sequence (IHE AIR) and
+    the Patient and Study modules are copied exactly from the source.
 
     Parameters
     ----------
     source_images : Sequence[pydicom.dataset.Dataset]
         Single-frame source images in the order of
-        ``findings.source_sop_instance_uids``; metadata suffices.
+        ``findings.source_sop_instance_uids``, or one multi-frame image;
+        metadata suffices.
     findings : pipelines.findings.Findings
-        Findings with at least one measurement.
+        Findings with at least one measurement, classification, detection
+        or registration.
     segmentation : pydicom.dataset.Dataset | None
         The SEG written for ``findings`` (:func:`dicom_sr.seg.write_segmentation`);
-        ``None`` only when no measurement refers to a segment.
+        ``None`` only when no measurement or classification refers to a segment.
     identity : ResultIdentity
         UIDs, number and description of the SR instance and series.
     device : DeviceIdentity
@@ -86,22 +108,21 @@ def write_measurement_report(
     IdentityError
         When ``algorithm`` is not the findings' pipeline.
     EncodingError
-        When there is nothing to report or a measured segment is missing
+        When there is nothing to report or a referenced segment is missing
         from ``segmentation``.
     """
     check_source_images(source_images, findings)
     check_algorithm(findings, algorithm)
-    if not findings.measurements:
+    if not has_report_content(findings):
         raise EncodingError("findings have no measurements to report")
-    groups: list[_Group] = _segment_groups(source_images, findings, segmentation, algorithm)
-    series_measurements = [m for m in findings.measurements if m.segment_number is None]
-    if series_measurements:
-        groups.append(_series_group(source_images, series_measurements, identity, algorithm))
+    frames = source_frames(source_images, findings)
+    content = _groups(source_images, findings, segmentation, frames, identity, algorithm)
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(device),
         procedure_reported=coded_concept(procedure_reported(source_images[0])),
-        imaging_measurements=groups,
+        imaging_measurements=content,
         title=coded_concept(IMAGING_MEASUREMENT_REPORT),
+        referenced_images=_library_images(findings, frames),
     )
     evidence = [*source_images, *([segmentation] if segmentation is not None else [])]
     try:
@@ -120,17 +141,56 @@ def write_measurement_report(
             software_versions=device.software_versions,
             device_serial_number=device.device_serial_number,
             content_qualification=device.content_qualification,
+            contributing_equipment=contributing_equipment(device, algorithm),
         )
     except ValueError as exc:
         raise EncodingError(f"cannot encode measurement report: {exc}") from exc
-    detach_from_source(document, source_images[0])
+    finish_result(document, source_images[0])
     logger.info(
-        "wrote SR %s: %d measurement groups, %d measurements",
+        "wrote SR %s: %d groups, %d measurements",
         identity.sop_instance_uid,
-        len(groups),
+        len(content),
         len(findings.measurements),
     )
     return document
+
+
+def _groups(
+    source_images: Sequence[Dataset],
+    findings: Findings,
+    segmentation: Dataset | None,
+    frames: SourceFrames,
+    identity: ResultIdentity,
+    algorithm: AlgorithmIdentity,
+) -> list[groups.Group]:
+    report_uid = identity.sop_instance_uid
+    content: list[groups.Group] = _segment_groups(
+        source_images, findings, segmentation, frames, algorithm, report_uid
+    )
+    frame_of_reference = str(source_images[0].get("FrameOfReferenceUID", ""))
+    for detection in findings.detections:
+        content.append(
+            groups.detection_group(detection, frames, frame_of_reference, report_uid, algorithm)
+        )
+    series_measurements = [m for m in findings.measurements if m.segment_number is None]
+    series_classes = [c for c in findings.classifications if c.segment_number is None]
+    if series_measurements or series_classes:
+        content.append(
+            groups.series_group(
+                source_images, series_measurements, series_classes, report_uid, algorithm
+            )
+        )
+    for registration in findings.registrations:
+        content.append(groups.registration_group(registration, report_uid, algorithm))
+    return content
+
+
+def _library_images(findings: Findings, frames: SourceFrames) -> list[Dataset] | None:
+    """Images for the TID 1600 library: those the outline groups are drawn on."""
+    if frames.is_multiframe or not findings.segments:
+        return None
+    keys = sorted({k for s in findings.segments if (k := key_frame(s.mask)) is not None})
+    return [frames.images[k] for k in keys] or None
 
 
 def _observation_context(device: DeviceIdentity) -> hd.sr.ObservationContext:
@@ -149,60 +209,66 @@ def _observation_context(device: DeviceIdentity) -> hd.sr.ObservationContext:
     return hd.sr.ObservationContext(observer_device_context=observer)
 
 
-def _algorithm_id(algorithm: AlgorithmIdentity) -> hd.sr.AlgorithmIdentification:
-    """Encode PS3.16 TID 4019 "Algorithm Identification"."""
-    parameters = [f"{key}={value}" for key, value in algorithm.all_parameters().items()]
-    return hd.sr.AlgorithmIdentification(
-        name=algorithm.name,
-        version=algorithm.version,
-        parameters=parameters or None,
-        family=coded_concept(algorithm.family),
-        manufacturer=algorithm.source,
-    )
-
-
-def _measurement(measurement: Measurement, algorithm: AlgorithmIdentity) -> hd.sr.Measurement:
-    """Encode one numeric measurement (PS3.16 TID 300)."""
-    derivation = measurement.derivation
-    return hd.sr.Measurement(
-        name=coded_concept(measurement.concept),
-        value=float(measurement.value),
-        unit=coded_concept(measurement.unit),
-        derivation=coded_concept(derivation) if derivation is not None else None,
-        algorithm_id=_algorithm_id(algorithm),
-    )
-
-
 def _segment_groups(
     source_images: Sequence[Dataset],
     findings: Findings,
     segmentation: Dataset | None,
+    frames: SourceFrames,
     algorithm: AlgorithmIdentity,
-) -> list[_Group]:
-    """Build one TID 1411 group per measured segment, by segment number."""
-    numbers = sorted(
-        {m.segment_number for m in findings.measurements if m.segment_number is not None}
-    )
-    if not numbers:
-        return []
-    if segmentation is None:
+    report_uid: str,
+) -> list[groups.Group]:
+    """Build the TID 1411 group and outline group of each segment, by number.
+
+    Segments with measurements or classifications always get a TID 1411
+    group (a segmentation is then required); with a segmentation, every
+    segment in it gets its groups.
+    """
+    referenced = {
+        item.segment_number
+        for item in (*findings.measurements, *findings.classifications)
+        if item.segment_number is not None
+    }
+    if referenced and segmentation is None:
         raise EncodingError("measurements refer to segments but no segmentation was given")
+    if segmentation is None:
+        return []
     items = _segment_items(segmentation, source_images)
-    groups: list[_Group] = []
+    numbers = sorted(referenced | {s.description.number for s in findings.segments})
+    content: list[groups.Group] = []
     for number in numbers:
-        description = findings.segment(number).description
-        measurements = [
-            _measurement(m, algorithm) for m in findings.measurements if m.segment_number == number
-        ]
-        groups.append(
-            _volumetric_group(description, items, segmentation, source_images, measurements)
+        segment = findings.segment(number)
+        description = segment.description
+        item = items.get(number)
+        if item is None or str(item.get("SegmentLabel")) != description.label:
+            if number not in referenced:
+                continue
+            raise EncodingError(
+                f"segment {number} ({description.label}) is not in the segmentation"
+            )
+        tracking_uid = str(
+            item.get("TrackingUID") or segment_tracking_uid(segmentation.SOPInstanceUID, number)
         )
-    return groups
+        content.append(
+            groups.volumetric_group(
+                description,
+                tracking_uid,
+                segmentation,
+                str(source_images[0].SeriesInstanceUID),
+                [groups.measurement(m, algorithm) for m in findings.measurements
+                 if m.segment_number == number],
+                [groups.qualitative_evaluation(c) for c in findings.classifications
+                 if c.segment_number == number],
+            )
+        )
+        outline = groups.outline_group(description, segment.mask, frames, report_uid)
+        if outline is not None:
+            content.append(outline)
+    return content
 
 
 def _segment_items(segmentation: Dataset, source_images: Sequence[Dataset]) -> dict[int, Dataset]:
     """Check ``segmentation`` was derived from the source; map number to item."""
-    if segmentation.get("SOPClassUID") != SegmentationStorage:
+    if segmentation.get("SOPClassUID") not in _SEGMENTATION_SOP_CLASSES:
         raise SourceImagesError(
             f"segmentation has SOP Class {segmentation.get('SOPClassUID')}, "
             f"not Segmentation Storage"
@@ -216,66 +282,3 @@ def _segment_items(segmentation: Dataset, source_images: Sequence[Dataset]) -> d
     if source.SeriesInstanceUID not in referenced:
         raise SourceImagesError("segmentation does not reference the source series")
     return {int(item.SegmentNumber): item for item in segmentation.get("SegmentSequence", [])}
-
-
-def _volumetric_group(
-    description: SegmentDescription,
-    items: dict[int, Dataset],
-    segmentation: Dataset,
-    source_images: Sequence[Dataset],
-    measurements: list[hd.sr.Measurement],
-) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
-    """Build the TID 1411 group of one segment, referencing it in the SEG."""
-    item = items.get(description.number)
-    if item is None or str(item.get("SegmentLabel")) != description.label:
-        raise EncodingError(
-            f"segment {description.number} ({description.label}) is not in the segmentation"
-        )
-    tracking_uid = str(
-        item.get("TrackingUID")
-        or segment_tracking_uid(segmentation.SOPInstanceUID, description.number)
-    )
-    referenced_segment = hd.sr.ReferencedSegment(
-        sop_class_uid=segmentation.SOPClassUID,
-        sop_instance_uid=segmentation.SOPInstanceUID,
-        segment_number=description.number,
-        source_series=hd.sr.SourceSeriesForSegmentation(source_images[0].SeriesInstanceUID),
-    )
-    region = description.anatomic_region
-    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=tracking_uid, identifier=description.tracking_id
-        ),
-        referenced_segment=referenced_segment,
-        finding_type=coded_concept(description.property_type),
-        finding_category=coded_concept(description.category),
-        finding_sites=(
-            [hd.sr.FindingSite(anatomic_location=coded_concept(region))]
-            if region is not None
-            else None
-        ),
-        measurements=measurements,
-    )
-
-
-def _series_group(
-    source_images: Sequence[Dataset],
-    measurements: Sequence[Measurement],
-    identity: ResultIdentity,
-    algorithm: AlgorithmIdentity,
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """Build the TID 1501 group of whole-series measurements.
-
-    The group names every source image as "Source of Measurement", so the
-    measurements are tied to the series even when no segment is referenced.
-    """
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=derived_uid("series-measurements", identity.sop_instance_uid),
-            identifier=f"{algorithm.name} series measurements",
-        ),
-        measurements=[_measurement(m, algorithm) for m in measurements],
-        source_images=[
-            hd.sr.SourceImageForMeasurementGroup.from_source_image(image) for image in source_images
-        ],
-    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -204,6 +203,20 @@ def algorithm() -> AlgorithmIdentity:
     )
 
 
+#: Warnings of dicom3tools 2022 that are conformant usage: Device UID (0018,1002)
+#: inside the Contributing Equipment Sequence, as IHE AIR asks for the
+#: algorithm's identity, which this dciodvfy's IOD tables do not list there.
+#: Any other extra attribute still shows up with its own warning.
+KNOWN_WARNINGS = (
+    "(0x0018,0x1002) UI Device UID",
+    "contains attributes not present in standard DICOM IOD - this is a Standard Extended SOP Class",
+)
+
+
+def _known_warning(line: str) -> bool:
+    return any(known in line for known in KNOWN_WARNINGS)
+
+
 @pytest.fixture(scope="session")
 def dciodvfy() -> Callable[[Dataset, Path], list[str]]:
     """Save a dataset as a DICOM file, run ``dciodvfy`` on it and return its warnings.
@@ -222,7 +235,9 @@ def dciodvfy() -> Callable[[Dataset, Path], list[str]]:
         lines = [ln for ln in (completed.stdout + completed.stderr).splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("Error")]
         assert not errors, "\n".join(lines)
-        return [ln for ln in lines if ln.startswith("Warning")]
+        return [
+            ln for ln in lines if ln.startswith("Warning") and not _known_warning(ln)
+        ]
 
     return verify
 

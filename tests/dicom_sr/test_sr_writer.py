@@ -131,8 +131,8 @@ def test_segment_groups_reference_the_seg(
     _, report, _ = _read_report(tmp_path, dciodvfy, dataset)
 
     groups = report.get_volumetric_roi_measurement_groups()
-    # segments 1 and 2 have measurements, segment 3 (lesion) has none
-    assert [g.referenced_segment.referenced_segment_numbers for g in groups] == [[1], [2]]
+    # every segment of the SEG has a group; segment 3 (lesion) has no measurements
+    assert [g.referenced_segment.referenced_segment_numbers for g in groups] == [[1], [2], [3]]
     for group in groups:
         number = group.referenced_segment.referenced_segment_numbers[0]
         description = findings.segment(number).description
@@ -174,9 +174,13 @@ def test_finding_site_from_anatomic_region(
     findings = dataclasses.replace(findings, measurements=(lesion_volume,))
     _, dataset = _write_both(ct_series, findings, seg_identity, sr_identity, device, algorithm)
     _, report, _ = _read_report(tmp_path, dciodvfy, dataset)
-    (group,) = report.get_volumetric_roi_measurement_groups()
-    assert group.referenced_segment.referenced_segment_numbers == [3]
+    (group,) = [
+        g
+        for g in report.get_volumetric_roi_measurement_groups()
+        if g.referenced_segment.referenced_segment_numbers == [3]
+    ]
     assert [s.value.value for s in group.finding_sites] == ["39607008"]
+    assert len(group.get_measurements()) == 1
     assert report.get_image_measurement_groups() == []
 
 
@@ -202,7 +206,7 @@ def test_real_ct_slice(
     # the only warnings are those of the copied Patient module (Patient's Weight 0)
     assert set(warnings) <= set(dciodvfy(ct_small[0], tmp_path / "source.dcm"))
     assert sr.StudyInstanceUID == ct_small[0].StudyInstanceUID
-    assert len(report.get_volumetric_roi_measurement_groups()) == 2
+    assert len(report.get_volumetric_roi_measurement_groups()) == 3
 
 
 def test_series_measurements_without_segmentation(

@@ -22,7 +22,8 @@ TESTS = Path(__file__).resolve().parent.parent
 
 def _serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
     ainode = Path(sys.executable).with_name("ainode")
-    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
+    # the project root before tests/, or tests/dicom_sr would shadow the dicom_sr package
+    path = os.pathsep.join(p for p in (str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
     env = os.environ | {"PYTHONPATH": path, "AINODE_TEST_SLOW_SECONDS": "4"}
     with open(log, "ab") as out:
         # its own session: kill -9 takes the node and its workers, like a container stop
