@@ -207,6 +207,7 @@ class CtAnatomyPipeline(Pipeline):
             segments=tuple(segments),
             measurements=tuple(measurements),
             notes=notes,
+            source_frame_numbers=volume.source_frame_numbers,
         )
 
 
