@@ -19,19 +19,22 @@ import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from dicom_sr.identity import DeviceIdentity
-from node.api import create_api
-from node.assembler import StudyAssembler
+from node.api import ApiContext, create_api
+from node.assembler import CompletenessCheck, StudyAssembler, mint_result_uids
 from node.config import Settings
+from node.db.actions import JobActions
 from node.db.engine import make_engine, migrate
 from node.db.models import Job
 from node.db.store import AuditStore
 from node.egress import Egress
 from node.errors import ConfigError, JobError
+from node.ingress_dicomweb import StowIngress
 from node.ingress_dimse import ScpConfig, StorageScp
 from node.metrics import NodeMetrics
+from node.retrieve import Retriever, plan_request_jobs, query_counts
 from node.runner import ProcessRunner
 from node.storage import Spool
-from node.work import JobSpec, pipeline_class
+from node.work import JobSpec, configured_pipeline_class, pipeline_class
 from pipelines.errors import PipelineError
 
 logger = logging.getLogger(__name__)
@@ -51,13 +54,37 @@ def pipeline_info(name: str) -> tuple[str | None, str | None]:
 
 
 def check_pipelines(settings: Settings) -> None:
-    """Fail at start-up, not at the first study, when a route names an unknown pipeline."""
+    """Fail at start-up, not at the first study, when a route names an unknown pipeline.
+
+    Pipelines configured under ``pipelines:`` (MONAI bundles) are checked by
+    their own settings model (path exists, checksum given).
+    """
     for route in settings.routes:
         for name in route.pipelines:
             try:
+                if name in settings.pipelines:
+                    _check_bundle(name, settings.pipelines[name].model_dump(mode="json"))
+                    continue
                 pipeline_class(name)
             except (PipelineError, JobError) as exc:
                 raise ConfigError(f"route {route.name!r}: {exc}") from exc
+
+
+def _check_bundle(name: str, config: dict[str, Any]) -> None:
+    """Read a configured bundle's metadata and label map, and check its weights' SHA-256 now."""
+    from pipelines.monai_bundle import WEIGHTS_FILE, sha256_of
+
+    configured_pipeline_class(name, config)
+    expected = str(config["sha256"]).lower().removeprefix("sha256:")
+    weights = Path(config["path"]) / WEIGHTS_FILE
+    if not weights.exists():
+        raise PipelineError(f"bundle {name}: weights file {weights} is missing")
+    actual = sha256_of(weights)
+    if actual != expected:
+        raise PipelineError(
+            f"bundle {name}: weights checksum mismatch (configured {expected[:12]}..., file {actual[:12]}...); "
+            f"refusing to load: check the bundle or update pipelines.{name}.sha256"
+        )
 
 
 class _HttpServer:
@@ -124,18 +151,65 @@ class Node:
             on_done=self._job_done,
         )
         self.assembler = StudyAssembler(
-            self.store, settings.routes, node.study_stable_seconds, pipeline_info,
+            self.store, settings.routes, node.study_stable_seconds, self._pipeline_info,
             on_jobs=lambda _ids: self.runner.wake(),
+            completeness=CompletenessCheck(
+                self.store, settings.completeness, settings.source_for_calling_ae,
+                lambda source, study: query_counts(source, study, node.ae_title,
+                                                   settings.completeness.query_timeout_seconds),
+                recheck_seconds=max(1.0, min(5.0, node.study_stable_seconds / 2)),
+            ),
         )
         self.egress = Egress(self.store, settings.destinations, node.ae_title, settings.egress,
                              on_attempt=self.metrics.on_delivery)
-        self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
-        self._http = (
-            _HttpServer(create_api(self.store, self.metrics, {"ae_title": node.ae_title, "version": ainode_version()}),
-                        node.http_host, node.http_port)
-            if http else None
+        self.stow = StowIngress(self.spool, self.store, on_stored=self.metrics.on_instance)
+        self.actions = JobActions(self.store, mint_result_uids)
+        self.retriever = Retriever(
+            self.store, self.actions, self.spool, self.stow, settings.sources, node.ae_title,
+            plan=lambda request, series: plan_request_jobs(
+                request, series, settings.routes, tuple(settings.destinations), self._pipeline_info,
+                mint_result_uids),
+            max_bytes=settings.api.max_upload_mb * 1024 * 1024, on_jobs=lambda _ids: self.runner.wake(),
         )
+        self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
+        self._http = _HttpServer(create_api(self._api_context()), node.http_host, node.http_port) if http else None
         self._started = False
+
+    def _api_context(self) -> ApiContext:
+        settings = self.settings
+        return ApiContext(
+            store=self.store, metrics=self.metrics,
+            health={"ae_title": settings.node.ae_title, "version": ainode_version()},
+            api=settings.api, tokens=settings.api_tokens, actions=self.actions, stow=self.stow,
+            destinations=frozenset(settings.destinations), sources=frozenset(settings.sources),
+            known_pipeline=self._known_pipeline, wake=self.wake,
+        )
+
+    def _known_pipeline(self, name: str) -> bool:
+        if name in self.settings.pipelines:
+            return True
+        try:
+            pipeline_class(name)
+        except (PipelineError, JobError):
+            return False
+        return True
+
+    def _pipeline_info(self, name: str) -> tuple[str | None, str | None]:
+        configured = self.settings.pipelines.get(name)
+        if configured is not None:
+            cls = configured_pipeline_class(name, configured.model_dump(mode="json"))
+            return cls.version, cls.model_checksum
+        return pipeline_info(name)
+
+    def _formats(self, job: Job) -> tuple[str, ...]:
+        """The result formats the job's destinations ask for (SEG + SR when it has none)."""
+        wanted: set[str] = set()
+        for name in (job.destinations or {}).get("names", []):
+            destination = self.settings.destinations.get(name)
+            if destination is not None:
+                wanted.update(destination.formats)
+        order = ("seg", "sr", "sc", "pdf", "ko")
+        return tuple(f for f in order if f in wanted) or ("seg", "sr")
 
     # -- wiring callbacks --------------------------------------------------------
 
@@ -150,6 +224,11 @@ class Node:
             seg_series_number=node.seg_series_number,
             sr_series_number=node.sr_series_number,
             device=self.device,
+            formats=self._formats(job),
+            pipeline_config=(
+                self.settings.pipelines[job.pipeline_name].model_dump(mode="json")
+                if job.pipeline_name in self.settings.pipelines else None
+            ),
         )
 
     def _job_done(self, job_id: int, succeeded: bool, seconds: float) -> None:
@@ -158,7 +237,10 @@ class Node:
             self.wake("egress")
 
     def wake(self, stage: str) -> None:
-        """Run a scheduled stage (``assembler`` or ``egress``) now."""
+        """Run a stage now: ``runner``, or a scheduled one (``assembler``, ``egress``, ``retrieve``)."""
+        if stage == "runner":
+            self.runner.wake()
+            return
         if self._started:
             try:
                 self.scheduler.modify_job(stage, next_run_time=_now())
@@ -182,6 +264,8 @@ class Node:
         interval = self.settings.node.poll_interval_seconds
         self.scheduler.add_job(_guarded(self.assembler.tick), "interval", seconds=interval, id="assembler")
         self.scheduler.add_job(_guarded(self.egress.tick), "interval", seconds=interval, id="egress")
+        self.actions.requeue_interrupted_requests()
+        self.scheduler.add_job(_guarded(self.retriever.tick), "interval", seconds=max(interval, 1.0), id="retrieve")
         self.scheduler.start()
         self.scp.start()
         if self._http:

@@ -11,6 +11,11 @@ A YAML file looks like::
       study_stable_seconds: 20
     destinations:
       pacs: {dimse: {ae_title: ORTHANC, host: 127.0.0.1, port: 4242}}
+      cloud: {dicomweb: {url: https://pacs.example.org/dicom-web, token: "..."}}
+    sources:                 # PACSs the node may pull from (inference requests)
+      pacs: {dimse: {ae_title: ORTHANC, host: 127.0.0.1, port: 4242, retrieve: c-get}}
+    api:
+      tokens: ["a-long-random-token"]   # or AINODE_API_TOKEN
     routes:
       - name: ct
         match: {Modality: CT}
@@ -30,7 +35,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from node.errors import ConfigError
@@ -60,14 +73,150 @@ class DimseDestination(_Model):
     _ae = field_validator("ae_title")(_check_ae_title)
 
 
-ResultFormat = Literal["seg", "sr"]
+class DicomwebEndpoint(_Model):
+    """A DICOMweb service (PS3.18): base URL and credentials.
+
+    Give either ``token`` (sent as ``Authorization: Bearer``) or
+    ``username`` and ``password`` (HTTP basic), or neither.
+    """
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> DicomwebEndpoint:
+        if self.token is not None and self.username is not None:
+            raise ValueError("give either token or username/password, not both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+
+#: Result objects a destination can receive (lower-case DICOM Modality of the object).
+ResultFormat = Literal["seg", "sr", "sc", "pdf", "ko"]
 
 
 class Destination(_Model):
-    """Where results go, and which result objects this destination gets."""
+    """Where results go (exactly one of ``dimse`` or ``dicomweb``), and which objects."""
 
-    dimse: DimseDestination
+    dimse: DimseDestination | None = None
+    dicomweb: DicomwebEndpoint | None = None
     formats: tuple[ResultFormat, ...] = ("seg", "sr")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Destination:
+        if (self.dimse is None) == (self.dicomweb is None):
+            raise ValueError("a destination has exactly one of 'dimse' or 'dicomweb'")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "dimse" if self.dimse is not None else "dicomweb"
+
+
+class DimseSource(_Model):
+    """A DIMSE PACS the node can query (C-FIND) and retrieve from (C-GET or C-MOVE)."""
+
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    calling_ae_title: str | None = None
+    retrieve: Literal["c-get", "c-move"] = "c-get"
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+
+class Source(_Model):
+    """A PACS the node pulls from and asks for study counts (exactly one kind).
+
+    ``calling_ae_titles`` lists the AE titles with which this PACS sends to
+    the node by C-STORE; studies it sends are checked for completeness
+    against it (by default the ``dimse.ae_title``).
+    """
+
+    dimse: DimseSource | None = None
+    dicomweb: DicomwebEndpoint | None = None
+    calling_ae_titles: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        if (self.dimse is None) == (self.dicomweb is None):
+            raise ValueError("a source has exactly one of 'dimse' or 'dicomweb'")
+        return self
+
+    @property
+    def sender_ae_titles(self) -> tuple[str, ...]:
+        """AE titles that identify this PACS as the sender of a study."""
+        if self.calling_ae_titles:
+            return self.calling_ae_titles
+        return (self.dimse.ae_title,) if self.dimse is not None else ()
+
+
+class ConfiguredPipeline(_Model):
+    """A pipeline loaded from configuration (a checksummed MONAI bundle)."""
+
+    type: Literal["monai-bundle"]
+    path: Path
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    label_map: Path | None = None
+    bf16_agreement_threshold: float = Field(default=0.999, ge=0, le=1)
+
+    @field_validator("path", "label_map")
+    @classmethod
+    def _exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.exists():
+            raise ValueError(f"{value} does not exist")
+        return value
+
+
+class ApiSettings(_Model):
+    """The HTTP API and DICOMweb service: who may call them, how much they accept.
+
+    Clients send ``Authorization: Bearer <token>``. Tokens come from
+    ``tokens`` and the ``AINODE_API_TOKEN`` environment variable. With no
+    token and ``auth_disabled`` false, protected endpoints answer 503 naming
+    how to configure one. ``/healthz`` and ``/metrics`` carry no patient
+    data and stay open unless ``protect_metrics`` is set.
+    """
+
+    tokens: tuple[SecretStr, ...] = ()
+    auth_disabled: bool = False
+    protect_metrics: bool = False
+    max_upload_mb: int = Field(default=4096, ge=1)
+    serve_inputs: bool = False
+    #: Base URL clients reach the node at (behind a reverse proxy); links in DICOMweb
+    #: responses (RetrieveURL, BulkDataURI) start with it. Default: from the request.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+
+    @field_validator("tokens")
+    @classmethod
+    def _long_enough(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        if any(len(t.get_secret_value()) < 16 for t in value):
+            raise ValueError("an API token has at least 16 characters")
+        return value
+
+
+class CompletenessSettings(_Model):
+    """Evidence-based study completeness: ask the sending PACS how much a study holds.
+
+    When the sender of a study is a configured source, after the quiet
+    period the node compares what it holds with the source's
+    NumberOfStudyRelatedInstances / NumberOfSeriesRelatedInstances and waits
+    (up to ``max_wait_seconds`` after the last instance) for the rest.
+    """
+
+    enabled: bool = True
+    max_wait_seconds: float = Field(default=300.0, ge=0)
+    query_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class RouteMatch(_Model):
@@ -111,6 +260,12 @@ class Route(_Model):
     match: RouteMatch = RouteMatch()
     pipelines: tuple[str, ...] = Field(min_length=1)
     send_to: tuple[str, ...] = ()
+    #: Content arriving after this route's jobs for a study ran. ``add``: new
+    #: series get their own jobs, a series that gained instances is analysed
+    #: again as a whole; earlier results stay. ``rerun``: every series of the
+    #: study this route matched is analysed again and the new jobs supersede
+    #: the earlier ones (audited as ``job_superseded``).
+    late_series: Literal["add", "rerun"] = "add"
 
 
 class NodeSettings(_Model):
@@ -165,6 +320,20 @@ class Settings(BaseSettings):
     destinations: dict[str, Destination] = {}
     routes: tuple[Route, ...] = ()
     egress: EgressSettings = EgressSettings()
+    sources: dict[str, Source] = {}
+    pipelines: dict[str, ConfiguredPipeline] = {}
+    api: ApiSettings = ApiSettings()
+    completeness: CompletenessSettings = CompletenessSettings()
+    #: One more API token, usually from the ``AINODE_API_TOKEN`` environment variable.
+    api_token: SecretStr | None = Field(default=None, min_length=16)
+
+    @property
+    def api_tokens(self) -> tuple[str, ...]:
+        """Every accepted API token (``api.tokens`` plus ``AINODE_API_TOKEN``)."""
+        tokens = [t.get_secret_value() for t in self.api.tokens]
+        if self.api_token is not None:
+            tokens.append(self.api_token.get_secret_value())
+        return tuple(tokens)
 
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:
@@ -180,6 +349,15 @@ class Settings(BaseSettings):
                         f"(configured: {sorted(self.destinations) or 'none'})"
                     )
         return self
+
+    def source_for_calling_ae(self, calling_ae_title: str | None) -> tuple[str, Source] | None:
+        """The configured source that sends with ``calling_ae_title``, if any."""
+        if not calling_ae_title:
+            return None
+        for name, source in self.sources.items():
+            if calling_ae_title.strip().upper() in {a.strip().upper() for a in source.sender_ae_titles}:
+                return name, source
+        return None
 
 
 class _MappingSource(PydanticBaseSettingsSource):

@@ -1,4 +1,4 @@
-"""Egress: deliver result objects to DIMSE destinations by C-STORE, with retries.
+"""Egress: deliver result objects to DIMSE (C-STORE) and DICOMweb (STOW-RS) destinations, with retries.
 
 Each delivery (one job's results to one destination) is attempted when due;
 an attempt sends every result object on one association, proposing exactly
@@ -6,6 +6,10 @@ the presentation contexts those objects need, and re-associates once for the
 objects left over when the association drops mid-way (pynetdicom has been
 seen to lose a C-STORE reply and abort). Every object's outcome is recorded;
 failures are retried with exponential backoff until ``max_attempts``.
+
+A DICOMweb destination gets one STOW-RS request per attempt
+(:mod:`node.dicomweb_stow`); its response's ReferencedSOPSequence and
+FailedSOPSequence decide, per object, what was stored.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
-from node.config import Destination, EgressSettings
+from node.config import Destination, DimseDestination, EgressSettings
 from node.db.models import DeliveryState, Output, utcnow
 from node.db.store import AuditStore, backoff
+from node.dicomweb_stow import StowSender
 from node.dimse import is_success, quiet_pynetdicom, set_nodelay
 
 logger = logging.getLogger(__name__)
@@ -31,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SendResult:
-    """The outcome of sending one object."""
+    """The outcome of sending one object (``status``: DIMSE status or STOW-RS FailureReason)."""
 
     output_id: int
     succeeded: bool
@@ -39,6 +44,7 @@ class SendResult:
     error: str | None
     started: datetime
     finished: datetime
+    http_status: int | None = None
 
 
 def _contexts(datasets: Sequence[Dataset]) -> list[tuple[str, list[str]]]:
@@ -53,9 +59,9 @@ def _contexts(datasets: Sequence[Dataset]) -> list[tuple[str, list[str]]]:
 class DimseSender:
     """Sends datasets to one DIMSE destination (C-STORE SCU, PS3.4 Annex B)."""
 
-    def __init__(self, calling_ae_title: str, destination: Destination) -> None:
-        self._calling = destination.dimse.calling_ae_title or calling_ae_title
-        self._dest = destination.dimse
+    def __init__(self, calling_ae_title: str, destination: DimseDestination) -> None:
+        self._calling = destination.calling_ae_title or calling_ae_title
+        self._dest = destination
 
     def _associate(self, datasets: Sequence[Dataset]) -> Association:
         ae = AE(ae_title=self._calling)
@@ -169,9 +175,14 @@ class Egress:
                            utcnow(), utcnow()) for o in outputs
             ], attempt_no)
         selected = [o for o in outputs if o.kind.lower() in destination.formats]
+        if destination.dicomweb is not None:
+            sent = StowSender(destination.dicomweb).send([(o.id, o.path, o.sop_instance_uid) for o in selected])
+            results = [SendResult(r.output_id, r.succeeded, r.failure_reason, r.error, r.started, r.finished,
+                                  r.http_status) for r in sent]
+            return self._record(delivery_id, results, attempt_no, delivery.destination)
         items, results = self._load(selected)
-        if items:
-            results += DimseSender(self._calling, destination).send(items)
+        if items and destination.dimse is not None:
+            results += DimseSender(self._calling, destination.dimse).send(items)
         return self._record(delivery_id, results, attempt_no, delivery.destination)
 
     def _load(self, outputs: Sequence[Output]) -> tuple[list[tuple[int, Dataset]], list[SendResult]]:
@@ -197,7 +208,7 @@ class Egress:
                            delivery_id, name, len(failed), len(results), attempt_no, failed[0].error)
         return self._store.record_delivery_attempt(
             delivery_id,
-            [(r.output_id, r.succeeded, r.status, r.error, r.started, r.finished) for r in results],
+            [(r.output_id, r.succeeded, r.status, r.error, r.started, r.finished, r.http_status) for r in results],
             retry_at=retry_at,
             give_up=give_up,
         )

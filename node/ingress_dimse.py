@@ -149,8 +149,8 @@ class StorageScp:
         # The most common integration error: wrong called AE title, calling AE
         # not on the allow-list, or too many associations.
         calling = _calling_ae(event)
-        try:
-            called = str(event.assoc.acceptor.ae_title).strip()
+        try:  # the Called AE Title the peer asked for, from its A-ASSOCIATE-RQ
+            called = str(event.assoc.requestor.primitive.called_ae_title).strip()
         except AttributeError:
             called = "?"
         logger.warning("association from %s to called AE %s rejected", calling, called)

@@ -49,6 +49,7 @@ class JobSpec:
     device: DeviceIdentity
     formats: tuple[str, ...] = ("seg", "sr")
     series_numbers: dict[str, int] = field(default_factory=dict)
+    pipeline_config: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,15 +76,33 @@ def pipeline_class(name: str) -> type[Pipeline]:
     return registry.get(name)
 
 
+def configured_pipeline_class(name: str, config: dict[str, Any]) -> type[Pipeline]:
+    """The class of a pipeline configured under ``pipelines:`` (a checksummed MONAI bundle).
+
+    Only ``metadata.json`` and the label map are read here; weights load in
+    ``initialize()`` in the worker, after their SHA-256 is checked.
+    """
+    if config.get("type") != "monai-bundle":
+        raise JobError(f"pipeline {name!r}: unknown type {config.get('type')!r}")
+    from pipelines.monai_bundle import MonaiBundlePipeline
+
+    label_map = config.get("label_map")
+    return MonaiBundlePipeline.configured(
+        name, Path(config["path"]), config["sha256"], Path(label_map) if label_map else None,
+        agreement_threshold=float(config.get("bf16_agreement_threshold", 0.999)),
+    )
+
+
 class PipelineCache:
     """Pipelines initialised once per worker process and reused across jobs."""
 
     def __init__(self) -> None:
         self._pipelines: dict[str, Pipeline] = {}
 
-    def get(self, name: str) -> Pipeline:
+    def get(self, name: str, config: dict[str, Any] | None = None) -> Pipeline:
         if name not in self._pipelines:
-            pipeline = pipeline_class(name)()
+            cls = configured_pipeline_class(name, config) if config else pipeline_class(name)
+            pipeline = cls()
             pipeline.initialize()
             self._pipelines[name] = pipeline
         return self._pipelines[name]
@@ -179,7 +198,7 @@ def _kind(ds: Dataset) -> str:
 def execute_job(spec: JobSpec, cache: PipelineCache) -> JobOutcome:
     """Run one job end to end inside a worker; raise an AinodeError on failure."""
     t0 = time.perf_counter()
-    pipeline = cache.get(spec.pipeline_name)
+    pipeline = cache.get(spec.pipeline_name, spec.pipeline_config)
     t1 = time.perf_counter()
     datasets = _read_inputs(spec.input_paths)
     volume = load_volume(datasets)
@@ -201,5 +220,12 @@ def execute_job(spec: JobSpec, cache: PipelineCache) -> JobOutcome:
     outputs = tuple(_write(ds, out_dir, _kind(ds)) for ds in objects)
     t4 = time.perf_counter()
     timings = {"initialize_s": t1 - t0, "load_s": t2 - t1, "analyse_s": t3 - t2, "write_s": t4 - t3}
-    summary = _summary(findings, volume.voxel_volume_ml) | {"timings": {k: round(v, 3) for k, v in timings.items()}}
+    summary = _summary(findings, volume.voxel_volume_ml) | {
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "formats": list(spec.formats),
+        # for model pipelines: where and at which precision the network ran
+        "precision": getattr(pipeline, "precision", None),
+        "device": str(getattr(pipeline, "device", "cpu")),
+        "model_checksum": pipeline.model_checksum,
+    }
     return JobOutcome(outputs=outputs, summary=summary, pipeline_version=pipeline.version, timings=timings)

@@ -56,6 +56,10 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'audit.db'}"
 
 
+#: The API token every test node accepts (``Authorization: Bearer ...``).
+from testing_constants import TEST_API_TOKEN
+
+
 @pytest.fixture(scope="session")
 def chest_phantom() -> Any:
     """The synthetic chest CT phantom with known volumes (made once)."""
@@ -81,7 +85,8 @@ def node_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
         "network_timeout_seconds": 10,
     }
     node.update(overrides.pop("node", {}))
-    return load_settings(overrides={"node": node, **overrides})
+    api = {"tokens": [TEST_API_TOKEN], **overrides.pop("api", {})}
+    return load_settings(overrides={"node": node, "api": api, **overrides})
 
 
 @pytest.fixture

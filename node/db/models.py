@@ -67,6 +67,17 @@ class JobState(enum.StrEnum):
     FAILED = "failed"
     DELIVERED = "delivered"
     DELIVERY_FAILED = "delivery_failed"
+    CANCELLED = "cancelled"
+
+
+class RequestState(enum.StrEnum):
+    """An inference request: queued -> retrieving -> running -> done (or failed)."""
+
+    QUEUED = "queued"
+    RETRIEVING = "retrieving"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
 
 
 class DeliveryState(enum.StrEnum):
@@ -160,6 +171,9 @@ class Job(Base):
     result_uids: Mapped[dict[str, Any]] = mapped_column(JSON)
     destinations: Mapped[dict[str, Any]] = mapped_column(JSON)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    inference_request_id: Mapped[int | None] = mapped_column(
+        ForeignKey("inference_requests.id"), index=True
+    )
 
     inputs: Mapped[list[JobInput]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="JobInput.id"
@@ -237,7 +251,26 @@ class DeliveryAttempt(Base):
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime]
     succeeded: Mapped[bool]
+    #: C-STORE status, or the STOW-RS FailureReason (PS3.18 Table 10.5.3-1; same code space).
     dimse_status: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    http_status: Mapped[int | None]
+
+
+class InferenceRequest(Base):
+    """A request to pull a study from a source, analyse it and send the results (pull mode)."""
+
+    __tablename__ = "inference_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(64))
+    pipelines: Mapped[dict[str, Any]] = mapped_column(JSON)
+    destinations: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[RequestState] = mapped_column(_enum(RequestState), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retrieved_instances: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text)
 
 

@@ -16,21 +16,23 @@ from typing import Any
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from node.db.engine import session_factory
 from node.db.models import (
     Delivery,
     DeliveryAttempt,
     DeliveryState,
     Event,
+    InferenceRequest,
     Instance,
     InstanceStatus,
     Job,
     JobInput,
     JobState,
     Output,
+    RequestState,
     Study,
     utcnow,
 )
-from node.db.engine import session_factory
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,10 @@ class AuditStore:
     def session(self) -> Session:
         """A new session (use as a context manager)."""
         return self._sessions()
+
+    def transaction(self) -> Any:
+        """A new session inside a transaction (``with store.transaction() as s:``)."""
+        return self._sessions.begin()
 
     # -- ingress -------------------------------------------------------------
 
@@ -211,13 +217,36 @@ class AuditStore:
                 .distinct()
                 .subquery()
             )
+            retrieving = (
+                select(InferenceRequest.id)
+                .where(InferenceRequest.study_instance_uid == Study.study_instance_uid,
+                       InferenceRequest.state.in_([RequestState.QUEUED, RequestState.RETRIEVING]))
+                .exists()
+            )
             rows = s.scalars(
                 select(Study.study_instance_uid)
                 .join(pending, pending.c.study_instance_uid == Study.study_instance_uid)
-                .where(Study.last_received_at <= quiet_since)
+                .where(Study.last_received_at <= quiet_since, ~retrieving)
                 .order_by(Study.last_received_at)
             )
             return list(rows)
+
+    def study_series(self, study_uid: str) -> dict[str, list[Instance]]:
+        """Every series of a study with its stored instances (newest copy of each SOP instance)."""
+        with self._sessions() as s:
+            rows = s.scalars(
+                select(Instance)
+                .where(Instance.study_instance_uid == study_uid, Instance.status == InstanceStatus.STORED)
+                .order_by(Instance.id)
+            )
+            newest: dict[str, dict[str, Instance]] = {}
+            for row in rows:
+                newest.setdefault(row.series_instance_uid or "", {})[row.sop_instance_uid or ""] = row
+            return {series: list(by_sop.values()) for series, by_sop in newest.items()}
+
+    def study_row(self, study_uid: str) -> Study | None:
+        with self._sessions() as s:
+            return s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
 
     def pending_series(self, study_uid: str) -> dict[str, list[Instance]]:
         """For each series of ``study_uid`` with new content, all its stored instances.
@@ -248,12 +277,33 @@ class AuditStore:
                 newest.setdefault(row.series_instance_uid or "", {})[row.sop_instance_uid or ""] = row
             return {series: list(by_sop.values()) for series, by_sop in newest.items()}
 
+    def study_senders(self, study_uid: str) -> set[str]:
+        """Calling AE titles that sent stored instances of a study."""
+        with self._sessions() as s:
+            return {ae for ae in s.scalars(
+                select(Instance.calling_ae_title).where(
+                    Instance.study_instance_uid == study_uid, Instance.status == InstanceStatus.STORED,
+                    Instance.calling_ae_title.is_not(None)).distinct()) if ae}
+
+    def result_series(self, study_uid: str) -> set[str]:
+        """Series Instance UIDs of the results this node wrote for a study."""
+        with self._sessions() as s:
+            return set(s.scalars(select(Output.series_instance_uid).join(Job, Job.id == Output.job_id)
+                                 .where(Job.study_instance_uid == study_uid)))
+
+    def analysed_series(self, study_uid: str) -> set[tuple[str, str]]:
+        """``(route, series)`` pairs of a study that already have a job."""
+        with self._sessions() as s:
+            return {(r, se) for r, se in s.execute(
+                select(Job.route_name, Job.series_instance_uid).where(Job.study_instance_uid == study_uid))}
+
     def dispatch_study(
         self,
         study_uid: str,
         instance_ids: Iterable[int],
         jobs: Sequence[PlannedJob],
         unrouted: Sequence[str],
+        completeness: str | None = None,
     ) -> list[int]:
         """Atomically mark instances dispatched, create their jobs, and audit the decision."""
         now = utcnow()
@@ -271,7 +321,8 @@ class AuditStore:
                             detail=f"route {job.route_name}, pipeline {job.pipeline_name}, "
                                    f"{len(job.inputs)} instances"))
             s.add(Event(kind="study_complete", study_instance_uid=study_uid,
-                        detail=f"{len(ids)} new instances; {len(created)} jobs queued"))
+                        detail=f"{len(ids)} new instances; {len(created)} jobs queued"
+                               + (f"; {completeness}" if completeness else "")))
             for series_uid in unrouted:
                 s.add(Event(kind="no_route", study_instance_uid=study_uid,
                             detail=f"series {series_uid} matched no route"))
@@ -410,23 +461,24 @@ class AuditStore:
     def record_delivery_attempt(
         self,
         delivery_id: int,
-        results: Sequence[tuple[int, bool, int | None, str | None, datetime, datetime]],
+        results: Sequence[tuple[Any, ...]],
         *,
         retry_at: datetime | None,
         give_up: bool,
     ) -> DeliveryState:
         """Record one attempt (one row per output) and move the delivery on.
 
-        ``results`` holds ``(output id, succeeded, DIMSE status, error, started, finished)``.
+        ``results`` holds ``(output id, succeeded, DIMSE status, error, started, finished)``,
+        optionally followed by the HTTP status (DICOMweb destinations).
         """
         with self._sessions.begin() as s:
             delivery = s.get_one(Delivery, delivery_id)
             delivery.attempts += 1
-            for output_id, ok, status, error, started, finished in results:
+            for output_id, ok, status, error, started, finished, *http in results:
                 s.add(DeliveryAttempt(delivery_id=delivery_id, output_id=output_id,
                                       attempt=delivery.attempts, started_at=started,
                                       finished_at=finished, succeeded=ok, dimse_status=status,
-                                      error=error))
+                                      error=error, http_status=http[0] if http else None))
             failed = [r for r in results if not r[1]]
             job = s.get_one(Job, delivery.job_id)
             if not failed:

@@ -116,3 +116,48 @@ def test_late_instances_start_a_new_job(make_node: Callable[..., Any], sqlite_ur
     assert len(found[0].inputs) == len(chest_phantom.datasets)
     assert job2.result_uids["SEG"]["sop_instance_uid"] != job1.result_uids["SEG"]["sop_instance_uid"]
     assert [e.kind for e in node.store.events(kind="study_complete")] == ["study_complete"] * 2
+
+
+def _bundles_module() -> Any:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "pipelines" / "bundles.py"
+    spec = importlib.util.spec_from_file_location("ainode_test_bundles", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_configured_monai_bundle_runs_through_the_node(
+    make_node: Callable[..., Any], sqlite_url: str, chest_phantom: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    bundle = _bundles_module().build_segmentation_bundle(tmp_path_factory.mktemp("bundle"), steps=20)
+    node = make_node(
+        sqlite_url, http=False,
+        pipelines={"lesion-bundle": {"type": "monai-bundle", "path": str(bundle.path), "sha256": bundle.sha256,
+                                     "label_map": str(bundle.label_map)}},
+        routes=_route("lesion-bundle"),
+    )
+    _send(node, chest_phantom.datasets)
+    [job] = _settled(node, 1, timeout=300)
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert job.model_checksum == f"sha256:{bundle.sha256}" and job.pipeline_version
+    assert job.summary["precision"] in ("bf16", "fp32") and job.summary["device"] in ("cpu", "cuda")
+
+
+def test_configured_bundle_with_wrong_checksum_is_a_start_up_error(
+    make_node: Callable[..., Any], sqlite_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from node.errors import ConfigError
+
+    bundle = _bundles_module().build_segmentation_bundle(tmp_path_factory.mktemp("bundle"), steps=1)
+    with pytest.raises(ConfigError, match="lesion-bundle"):
+        make_node(sqlite_url, http=False,
+                  pipelines={"lesion-bundle": {"type": "monai-bundle", "path": str(bundle.path),
+                                               "sha256": "0" * 64, "label_map": str(bundle.label_map)}},
+                  routes=_route("lesion-bundle"))

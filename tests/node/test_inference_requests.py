@@ -1,0 +1,90 @@
+"""Pull mode: POST /api/inference-requests retrieves a study from Orthanc (C-GET, C-MOVE, WADO-RS),
+analyses it and sends the results back; GET /api/inference-requests/{id} follows it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import peers
+import pytest
+from dicomweb_helpers import AUTH, http_base
+from pydicom.uid import generate_uid
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def orthanc() -> Iterator[peers.Orthanc]:
+    with peers.Orthanc() as server:
+        yield server
+
+
+def _sources(orthanc: peers.Orthanc, how: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    dimse = {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port, "timeout_seconds": 20}
+    if how == "wado-rs":
+        if not orthanc.has_dicomweb:
+            pytest.skip("Orthanc's DICOMweb plugin is not installed")
+        web = {"url": orthanc.dicomweb_url}
+        return {"pacs": {"dicomweb": web}}, {"pacs": {"dicomweb": web}}
+    return {"pacs": {"dimse": dimse | {"retrieve": how}}}, {"pacs": {"dimse": dimse}}
+
+
+def _request(node: Any, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{http_base(node)}/api/inference-requests", json=body, headers=AUTH, timeout=30)
+
+
+def _state(node: Any, request_id: int) -> dict[str, Any]:
+    response = httpx.get(f"{http_base(node)}/api/inference-requests/{request_id}", headers=AUTH, timeout=30)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@pytest.mark.parametrize("how", ["c-get", "c-move", "wado-rs"])
+def test_pull_analyse_and_send_back(how: str, sqlite_url: str, make_node: Callable[..., Any], orthanc: peers.Orthanc,
+                                    chest_phantom: Any) -> None:
+    sources, destinations = _sources(orthanc, how)
+    node = make_node(sqlite_url, sources=sources, destinations=destinations)
+    orthanc.add_modality("ainode", "AINODE", "127.0.0.1", node.dicom_port)
+    for ds in chest_phantom.datasets:
+        orthanc.upload(ds)
+    study_uid = str(chest_phantom.datasets[0].StudyInstanceUID)
+
+    response = _request(node, {"study_instance_uid": study_uid, "source": "pacs", "pipelines": ["ct-anatomy"]})
+    assert response.status_code == 202, response.text
+    request_id = response.json()["id"]
+    done = peers.wait_for(lambda: (s := _state(node, request_id))["state"] in ("succeeded", "failed") and s,
+                          timeout=180, interval=0.3, what=f"inference request by {how} to finish")
+    assert done["state"] == "succeeded", done
+    assert done["retrieved_instances"] == len(chest_phantom.datasets)
+    assert [j["pipeline"] for j in done["jobs"]] == ["ct-anatomy"]
+    for modality in ("SEG", "SR"):  # the results went back to the source
+        assert orthanc.find_instances_by_tag(StudyInstanceUID=study_uid, Modality=modality)
+    kinds = [e.kind for e in node.store.events(study_uid)]
+    assert "inference_requested" in kinds and "inference_retrieved" in kinds
+    assert "study_complete" not in kinds  # the assembler left the requested study alone
+
+
+def test_unknown_study_fails_the_request(sqlite_url: str, make_node: Callable[..., Any],
+                                         orthanc: peers.Orthanc) -> None:
+    sources, destinations = _sources(orthanc, "c-get")
+    node = make_node(sqlite_url, sources=sources, destinations=destinations)
+    orthanc.add_modality("ainode", "AINODE", "127.0.0.1", node.dicom_port)
+    request_id = _request(node, {"study_instance_uid": generate_uid(), "source": "pacs"}).json()["id"]
+    done = peers.wait_for(lambda: (s := _state(node, request_id))["state"] == "failed" and s,
+                          timeout=60, what="the request to fail")
+    # Orthanc answers the C-GET of an unknown study with 0xC000; an empty success would read "no instances"
+    assert "C-GET ended with status 0xC000" in done["error"] or "no instances" in done["error"]
+
+
+def test_bad_requests_are_refused(sqlite_url: str, make_node: Callable[..., Any]) -> None:
+    node = make_node(sqlite_url)
+    for body in ({"study_instance_uid": "1.2.3", "source": "nowhere"},
+                 {"study_instance_uid": "not a uid", "source": "pacs"},
+                 {"study_instance_uid": "1.2.3"}):
+        response = _request(node, body)
+        assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
+    assert httpx.get(f"{http_base(node)}/api/inference-requests/12345", headers=AUTH).status_code == 404
+    assert httpx.get(f"{http_base(node)}/api/inference-requests", headers=AUTH).json()["total"] == 0
