@@ -88,3 +88,17 @@ class Slow(Pipeline):
         found = CtAnatomyPipeline().run(volume)
         return Findings(self.name, self.version, found.source_sop_instance_uids,
                         segments=found.segments, measurements=found.measurements)
+
+
+class Hog(Pipeline):
+    """Tries to allocate far more memory than its worker may have."""
+
+    name = "faulty-hog"
+    version = "0.0.1"
+    accepts = _ANY_CT
+
+    def run(self, volume: Volume) -> Findings:
+        import numpy as np
+
+        hoard = np.ones((64, 1024, 1024, 1024), dtype=np.uint8)  # 64 GiB
+        raise AssertionError(f"allocated {hoard.nbytes} bytes")

@@ -161,3 +161,29 @@ def test_configured_bundle_with_wrong_checksum_is_a_start_up_error(
                   pipelines={"lesion-bundle": {"type": "monai-bundle", "path": str(bundle.path),
                                                "sha256": "0" * 64, "label_map": str(bundle.label_map)}},
                   routes=_route("lesion-bundle"))
+
+
+def test_memory_blow_up_fails_only_that_job(make_node: Callable[..., Any], sqlite_url: str, chest_phantom: Any) -> None:
+    node = make_node(sqlite_url, http=False, node={"worker_memory_limit_mb": 3072},
+                     routes=_route("faulty_pipelines:Hog", "ct-anatomy"))
+    _send(node, chest_phantom.datasets)
+    jobs = {j.pipeline_name: j for j in _settled(node, 2)}
+    assert jobs["faulty_pipelines:Hog"].state is JobState.FAILED
+    assert "out of memory" in (jobs["faulty_pipelines:Hog"].error or "")
+    assert jobs["ct-anatomy"].state is JobState.SUCCEEDED
+
+
+def test_series_without_pixel_data_fails_with_a_reason(
+    make_node: Callable[..., Any], sqlite_url: str, chest_phantom: Any
+) -> None:
+    node = make_node(sqlite_url, http=False, routes=_route("ct-anatomy"))
+    stripped = []
+    for ds in chest_phantom.datasets[:3]:
+        copy = deepcopy(ds)
+        del copy.PixelData
+        stripped.append(copy)
+    _send(node, stripped)
+    [job] = _settled(node, 1)
+    assert job.state is JobState.FAILED
+    assert "pixel data" in (job.error or "").lower()
+    assert peers.echoscu("127.0.0.1", node.dicom_port, "AINODE").returncode == 0
