@@ -19,7 +19,9 @@ import logging
 import highdicom as hd
 from pydicom.sr.codedict import codes
 
-from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, derived_uid
+from typing import Any
+
+from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity, derived_uid
 
 logger = logging.getLogger(__name__)
 
@@ -75,3 +77,32 @@ def contributing_equipment(
     )
     item.DeviceUID = algorithm_device_uid(algorithm)
     return [item]
+
+
+def result_object_arguments(
+    identity: ResultIdentity, device: DeviceIdentity, algorithm: AlgorithmIdentity, *, full: bool = True
+) -> dict[str, Any]:
+    """The keyword arguments every highdicom result constructor shares.
+
+    Series and instance identity, the node as manufacturer, and the algorithm
+    in the Contributing Equipment Sequence (IHE AIR). ``full=False`` leaves
+    out the General Equipment attributes some constructors (KOS) do not take.
+    """
+    arguments: dict[str, Any] = {
+        "series_instance_uid": identity.series_instance_uid,
+        "series_number": identity.series_number,
+        "sop_instance_uid": identity.sop_instance_uid,
+        "instance_number": identity.instance_number,
+        "manufacturer": device.manufacturer,
+        "institution_name": device.institution_name,
+        "contributing_equipment": contributing_equipment(device, algorithm),
+    }
+    if full:
+        arguments |= {
+            "manufacturer_model_name": device.manufacturer_model_name,
+            "software_versions": device.software_versions,
+            "device_serial_number": device.device_serial_number,
+            "series_description": identity.series_description,
+            "content_qualification": device.content_qualification,
+        }
+    return arguments

@@ -30,7 +30,7 @@ from node.db.store import AuditStore, ReceivedInstance
 from node.dicomweb_multipart import Part, fsync_file
 from node.dimse import StoreStatus
 from node.ingress_dimse import decodable_transfer_syntaxes
-from node.storage import Spool
+from node.storage import Spool, fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ class StowIngress:
             fsync_file(part.path)
             path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(part.path, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
             raise _Refused(FailureReason.OUT_OF_RESOURCES, f"cannot store: {exc.strerror or exc}", *ids) from exc
         return path
@@ -242,14 +242,6 @@ class StowIngress:
             )
         except Exception as exc:  # recording must never stop the endpoint answering
             logger.error("cannot record a refused instance: %s", type(exc).__name__)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _is_storage(sop_class: str) -> bool:

@@ -15,7 +15,7 @@ import highdicom as hd
 from pydicom.dataset import Dataset
 
 from dicom_sr.codes import OBSERVER_TYPE_DEVICE, OF_INTEREST, coded_concept
-from dicom_sr.equipment import contributing_equipment
+from dicom_sr.equipment import result_object_arguments
 from dicom_sr.errors import EncodingError
 from dicom_sr.geometry import source_frames
 from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity
@@ -82,13 +82,7 @@ def write_key_object_selection(
         document = hd.ko.KeyObjectSelectionDocument(
             evidence=references,
             content=content,
-            series_instance_uid=identity.series_instance_uid,
-            series_number=identity.series_number,
-            sop_instance_uid=identity.sop_instance_uid,
-            instance_number=identity.instance_number,
-            manufacturer=device.manufacturer,
-            institution_name=device.institution_name,
-            contributing_equipment=contributing_equipment(device, algorithm),
+            **result_object_arguments(identity, device, algorithm, full=False),
         )
     except ValueError as exc:
         raise EncodingError(f"cannot encode key object selection: {exc}") from exc

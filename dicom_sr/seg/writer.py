@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from dicom_sr.codes import coded_concept
-from dicom_sr.equipment import contributing_equipment
+from dicom_sr.equipment import result_object_arguments
 from dicom_sr.errors import EncodingError
 from dicom_sr.geometry import SourceFrames, source_frames
 from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity, derived_uid
@@ -135,21 +135,10 @@ def write_segmentation(
             pixel_array=_pixel_array(segments, frames, segmentation_type),
             segmentation_type=hd.seg.SegmentationTypeValues(segmentation_type.value),
             segment_descriptions=descriptions,
-            series_instance_uid=identity.series_instance_uid,
-            series_number=identity.series_number,
-            sop_instance_uid=identity.sop_instance_uid,
-            instance_number=identity.instance_number,
-            manufacturer=device.manufacturer,
-            manufacturer_model_name=device.manufacturer_model_name,
-            software_versions=device.software_versions,
-            device_serial_number=device.device_serial_number,
             content_description=identity.series_description,
             transfer_syntax_uid=transfer_syntax_uid,
             omit_empty_frames=profile.omit_empty_frames,
-            series_description=identity.series_description,
-            institution_name=device.institution_name,
-            content_qualification=device.content_qualification,
-            contributing_equipment=contributing_equipment(device, algorithm),
+            **result_object_arguments(identity, device, algorithm),
         )
     except ValueError as exc:
         raise EncodingError(f"cannot encode segmentation: {exc}") from exc

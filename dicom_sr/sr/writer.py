@@ -29,7 +29,7 @@ from dicom_sr.codes import (
     coded_concept,
     procedure_reported,
 )
-from dicom_sr.equipment import contributing_equipment
+from dicom_sr.equipment import result_object_arguments
 from dicom_sr.errors import EncodingError, SourceImagesError
 from dicom_sr.geometry import SourceFrames, source_frames
 from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity
@@ -129,19 +129,8 @@ def write_measurement_report(
         document = hd.sr.Comprehensive3DSR(
             evidence=evidence,
             content=report[0],
-            series_instance_uid=identity.series_instance_uid,
-            series_number=identity.series_number,
-            sop_instance_uid=identity.sop_instance_uid,
-            instance_number=identity.instance_number,
-            manufacturer=device.manufacturer,
             is_complete=True,
-            institution_name=device.institution_name,
-            series_description=identity.series_description,
-            manufacturer_model_name=device.manufacturer_model_name,
-            software_versions=device.software_versions,
-            device_serial_number=device.device_serial_number,
-            content_qualification=device.content_qualification,
-            contributing_equipment=contributing_equipment(device, algorithm),
+            **result_object_arguments(identity, device, algorithm),
         )
     except ValueError as exc:
         raise EncodingError(f"cannot encode measurement report: {exc}") from exc
