@@ -304,7 +304,7 @@ class NodeSettings(_Model):
 class EgressSettings(_Model):
     """Retry policy for deliveries: exponential backoff, capped."""
 
-    max_attempts: int = Field(default=6, ge=1)
+    max_attempts: int = Field(default=10, ge=1)
     backoff_initial_seconds: float = Field(default=5.0, gt=0)
     backoff_max_seconds: float = Field(default=600.0, gt=0)
 

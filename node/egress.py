@@ -174,7 +174,8 @@ class Egress:
                 SendResult(o.id, False, None, f"destination {delivery.destination!r} is no longer configured",
                            utcnow(), utcnow()) for o in outputs
             ], attempt_no)
-        selected = [o for o in outputs if o.kind.lower() in destination.formats]
+        accepted = self._store.accepted_outputs(delivery_id)
+        selected = [o for o in outputs if o.kind.lower() in destination.formats and o.id not in accepted]
         if destination.dicomweb is not None:
             sent = StowSender(destination.dicomweb).send([(o.id, o.path, o.sop_instance_uid) for o in selected])
             results = [SendResult(r.output_id, r.succeeded, r.failure_reason, r.error, r.started, r.finished,
@@ -197,7 +198,10 @@ class Egress:
 
     def _record(self, delivery_id: int, results: list[SendResult], attempt_no: int, name: str = "") -> DeliveryState:
         failed = [r for r in results if not r.succeeded]
-        give_up = bool(failed) and attempt_no >= self._policy.max_attempts
+        # A refusal the destination will repeat (the object itself is refused) is
+        # not retried; network errors, busy peers and out-of-resources are.
+        permanent = bool(failed) and all(_is_permanent(r) for r in failed)
+        give_up = bool(failed) and (permanent or attempt_no >= self._policy.max_attempts)
         retry_at = None
         if failed and not give_up:
             retry_at = utcnow() + backoff(attempt_no, self._policy.backoff_initial_seconds, self._policy.backoff_max_seconds)
@@ -212,3 +216,20 @@ class Egress:
             retry_at=retry_at,
             give_up=give_up,
         )
+
+
+def _is_permanent(result: SendResult) -> bool:
+    """Whether a failed send is a refusal of the object itself (retrying cannot help).
+
+    DIMSE (PS3.4 B.2-1) and STOW-RS FailureReason alike: 0xA9xx (data set does
+    not match SOP class), 0xCxxx (cannot understand), 0x0122 (SOP class not
+    supported). HTTP: a 4xx other than 408 (timeout), 409 (judged by its
+    per-instance reasons) and 429 (busy).
+    """
+    if result.http_status is not None and 400 <= result.http_status < 500 \
+            and result.http_status not in (408, 409, 429):
+        return True
+    status = result.status  # DIMSE status, or the STOW-RS FailureReason of this instance
+    if status is None:
+        return False
+    return 0xA900 <= status <= 0xA9FF or 0xC000 <= status <= 0xCFFF or status == 0x0122

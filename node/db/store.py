@@ -458,6 +458,17 @@ class AuditStore:
             outputs = list(s.scalars(select(Output).where(Output.job_id == delivery.job_id).order_by(Output.id)))
             return delivery, outputs
 
+    def accepted_outputs(self, delivery_id: int) -> set[int]:
+        """Outputs this delivery's destination has already accepted (never sent twice)."""
+        with self._sessions() as s:
+            return set(
+                s.scalars(
+                    select(DeliveryAttempt.output_id).where(
+                        DeliveryAttempt.delivery_id == delivery_id, DeliveryAttempt.succeeded.is_(True)
+                    )
+                )
+            )
+
     def record_delivery_attempt(
         self,
         delivery_id: int,
