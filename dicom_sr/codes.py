@@ -112,3 +112,20 @@ OF_INTEREST: Final = Code("113000", "DCM", "Of Interest")
 #: Document Title of the encapsulated PDF summary (LOINC 18748-4
 #: "Diagnostic imaging study", PS3.16 CID 7020 "Document Titles").
 DIAGNOSTIC_IMAGING_REPORT: Final = Code("18748-4", "LN", "Diagnostic Imaging Report")
+
+#: Derivations of a derived image series (PS3.16 CID 7203 "Image Derivation");
+#: :mod:`dicom_sr.derived` tells a projection from a reformat by these codes.
+MULTIPLANAR_REFORMATTING: Final = Code("113072", "DCM", "Multiplanar reformatting")
+MAXIMUM_INTENSITY_PROJECTION: Final = Code("113078", "DCM", "Maximum intensity projection")
+MINIMUM_INTENSITY_PROJECTION: Final = Code("113079", "DCM", "Minimum intensity projection")
+
+#: Purpose of Reference of a derived image's source images (PS3.16 CID 7202).
+SOURCE_IMAGE_FOR_PROCESSING: Final = Code(
+    "121322", "DCM", "Source image for image processing operation"
+)
+
+#: Registration Type of a spatial registration item (PS3.16 CID 7100 "RCS
+#: Registration Method Type"): the Registered RCS itself, and the prior's
+#: Frame of Reference aligned by image content.
+FRAME_OF_REFERENCE_IDENTITY: Final = Code("125021", "DCM", "Frame of Reference Identity")
+IMAGE_CONTENT_BASED_ALIGNMENT: Final = Code("125024", "DCM", "Image Content-based Alignment")

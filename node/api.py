@@ -327,6 +327,7 @@ class ApiContext:
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The request body cannot be parsed (not JSON, not UTF-8)"},
     401: {"model": ErrorBody, "description": "Missing or invalid API token"},
     422: {"model": ErrorBody, "description": "Invalid request (the message names the parameter)"},
     503: {"model": ErrorBody, "description": "No API token configured"},

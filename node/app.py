@@ -34,7 +34,7 @@ from node.metrics import NodeMetrics
 from node.retrieve import Retriever, plan_request_jobs, query_counts
 from node.runner import ProcessRunner
 from node.storage import Spool
-from node.work import JobSpec, configured_pipeline_class, pipeline_class
+from node.work import JobSpec, PriorInputs, configured_pipeline_class, pipeline_class
 from pipelines.errors import PipelineError
 
 logger = logging.getLogger(__name__)
@@ -229,7 +229,25 @@ class Node:
                 self.settings.pipelines[job.pipeline_name].model_dump(mode="json")
                 if job.pipeline_name in self.settings.pipelines else None
             ),
+            prior=self._find_prior(job),
         )
+
+    def _find_prior(self, job: Job) -> PriorInputs | None:
+        """For a pipeline that compares with a prior (``run_with_prior``): find and fetch it (:mod:`node.prior`).
+
+        Runs in the runner's slot thread before dispatch; raises ``JobError``
+        (the job fails with its message) when there is no prior.
+        """
+        if job.pipeline_name in self.settings.pipelines:
+            return None
+        if not hasattr(pipeline_class(job.pipeline_name), "run_with_prior"):
+            return None
+        from node.prior import PriorFinder
+
+        settings = self.settings
+        finder = PriorFinder(self.store, self.spool, settings.sources, settings.node.ae_title,
+                             settings.source_for_calling_ae)
+        return finder.prior_for(job)
 
     def _job_done(self, job_id: int, succeeded: bool, seconds: float) -> None:
         self.metrics.on_job(job_id, succeeded, seconds)

@@ -51,7 +51,7 @@ def series_attributes(instances: Sequence[Instance]) -> SeriesAttributes:
 
 
 #: Every result kind a destination may ask for (``formats``); UIDs are minted for all.
-RESULT_KINDS = ("SEG", "SR", "SC", "PDF", "KO")
+RESULT_KINDS = ("SEG", "SR", "SC", "PDF", "KO", "DERIVED", "REG")
 
 
 def mint_result_uids(formats: Sequence[str] = RESULT_KINDS) -> dict[str, dict[str, str]]:

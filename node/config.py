@@ -263,8 +263,8 @@ class Route(_Model):
     #: Content arriving after this route's jobs for a study ran. ``add``: new
     #: series get their own jobs, a series that gained instances is analysed
     #: again as a whole; earlier results stay. ``rerun``: every series of the
-    #: study this route matched is analysed again and the new jobs supersede
-    #: the earlier ones (audited as ``job_superseded``).
+    #: study this route matched is analysed again in new jobs (the decision is
+    #: in the ``study_complete`` audit event); earlier results are not withdrawn.
     late_series: Literal["add", "rerun"] = "add"
 
 

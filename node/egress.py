@@ -29,7 +29,7 @@ from node.config import Destination, DimseDestination, EgressSettings
 from node.db.models import DeliveryState, Output, utcnow
 from node.db.store import AuditStore, backoff
 from node.dicomweb_stow import StowSender
-from node.dimse import is_success, quiet_pynetdicom, set_nodelay
+from node.dimse import identify, is_success, quiet_pynetdicom, set_nodelay
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class DimseSender:
 
     def _associate(self, datasets: Sequence[Dataset]) -> Association:
         ae = AE(ae_title=self._calling)
+        identify(ae)
         for sop_class, syntaxes in _contexts(datasets):
             ae.add_requested_context(sop_class, syntaxes)
         timeout = self._dest.timeout_seconds
@@ -175,7 +176,7 @@ class Egress:
                            utcnow(), utcnow()) for o in outputs
             ], attempt_no)
         accepted = self._store.accepted_outputs(delivery_id)
-        selected = [o for o in outputs if o.kind.lower() in destination.formats and o.id not in accepted]
+        selected = [o for o in outputs if _wanted(o.kind, destination.formats) and o.id not in accepted]
         if destination.dicomweb is not None:
             sent = StowSender(destination.dicomweb).send([(o.id, o.path, o.sop_instance_uid) for o in selected])
             results = [SendResult(r.output_id, r.succeeded, r.failure_reason, r.error, r.started, r.finished,
@@ -233,3 +234,12 @@ def _is_permanent(result: SendResult) -> bool:
     if status is None:
         return False
     return 0xA900 <= status <= 0xA9FF or 0xC000 <= status <= 0xCFFF or status == 0x0122
+
+
+#: Result kinds every destination gets: they are the primary output of their
+#: pipelines (reformatted series, spatial registrations), not a viewer format.
+PRIMARY_KINDS = frozenset({"DERIVED", "REG"})
+
+
+def _wanted(kind: str, formats: Sequence[str]) -> bool:
+    return kind in PRIMARY_KINDS or kind.lower() in formats

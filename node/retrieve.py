@@ -36,7 +36,7 @@ from node.db.actions import JobActions
 from node.db.models import InferenceRequest, Instance
 from node.db.store import AuditStore, PlannedJob, ReceivedInstance
 from node.dicomweb_multipart import ContentType, MultipartError, PartSpooler
-from node.dimse import StoreStatus, is_success, quiet_pynetdicom, set_nodelay
+from node.dimse import StoreStatus, identify, is_success, quiet_pynetdicom, set_nodelay
 from node.errors import AinodeError, StorageError
 from node.ingress_dicomweb import StowIngress
 from node.router import route
@@ -66,6 +66,7 @@ class StudyCounts:
 def _dimse_ae(calling: str, timeout: float) -> AE:
     quiet_pynetdicom()
     ae = AE(ae_title=calling)
+    identify(ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     return ae
 

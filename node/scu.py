@@ -8,7 +8,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 
-from node.dimse import is_success, quiet_pynetdicom, set_nodelay
+from node.dimse import identify, is_success, quiet_pynetdicom, set_nodelay
 from node.errors import DeliveryError
 
 
@@ -30,6 +30,7 @@ def send_datasets(
     """
     quiet_pynetdicom()
     ae = AE(ae_title=calling_ae_title)
+    identify(ae)
     for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout

@@ -30,9 +30,36 @@ from node.storage import safe_uid, write_atomic
 from pipelines import registry
 from pipelines.base import Pipeline
 from pipelines.findings import Findings
-from pipelines.volume import load_volume
+from pipelines.volume import Volume, load_volume
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PriorInputs:
+    """The prior series the node fetched for a prior-compare job (see :mod:`node.prior`).
+
+    Parameters
+    ----------
+    input_paths : tuple[str, ...]
+        Spool paths of the prior series' instances.
+    study_instance_uid, series_instance_uid : str
+        The prior's identity, as found by C-FIND.
+    study_date : str
+        The prior's Study Date (DA), for the summary.
+    source : str
+        Name of the configured source it came from.
+    """
+
+    input_paths: tuple[str, ...]
+    study_instance_uid: str
+    series_instance_uid: str
+    study_date: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.input_paths:
+            raise JobError("a prior series needs at least one instance")
 
 
 @dataclass(frozen=True)
@@ -50,6 +77,7 @@ class JobSpec:
     formats: tuple[str, ...] = ("seg", "sr")
     series_numbers: dict[str, int] = field(default_factory=dict)
     pipeline_config: dict[str, Any] | None = None
+    prior: PriorInputs | None = None
 
 
 @dataclass(frozen=True)
@@ -166,16 +194,21 @@ def _write(ds: Dataset, out_dir: Path, kind: str) -> WrittenOutput:
 
 
 #: The kind recorded for each result object, by its Modality (SC keeps the source's).
-_KIND_BY_MODALITY = {"SEG": "SEG", "SR": "SR", "DOC": "PDF", "KO": "KO"}
+_KIND_BY_MODALITY = {"SEG": "SEG", "SR": "SR", "DOC": "PDF", "KO": "KO", "REG": "REG"}
+#: ImageType value 3 of derived image series (reformats, MIPs): the pipeline's primary output.
+_DERIVED_IMAGE_TYPES = {"REFORMATTED", "MIP", "MINIP"}
 _DESCRIPTIONS = {"seg": "SEG", "sr": "report", "sc": "overlay (not for diagnosis)", "pdf": "PDF report",
-                 "ko": "key images"}
-_DEFAULT_SERIES_OFFSET = {"seg": 0, "sr": 1, "sc": 2, "pdf": 3, "ko": 4}
+                 "ko": "key images", "derived": "", "reg": "registration"}
+_DEFAULT_SERIES_OFFSET = {"seg": 0, "sr": 1, "sc": 2, "pdf": 3, "ko": 4, "reg": 5, "derived": 10}
+#: Written whenever a pipeline finds them, whatever a destination's formats: they are
+#: the primary output of reformat and prior-compare.
+PRIMARY_KINDS = ("derived", "reg")
 
 
 def _identities(spec: JobSpec, pipeline: Pipeline) -> dict[str, ResultIdentity]:
     """One identity per result format, from the UIDs minted when the job was queued."""
     identities = {}
-    for fmt in spec.formats:
+    for fmt in (*spec.formats, *PRIMARY_KINDS):
         uids = spec.result_uids.get(fmt.upper())
         if uids is None:
             raise JobError(f"no result UIDs were minted for format {fmt!r}; re-run the job")
@@ -186,13 +219,53 @@ def _identities(spec: JobSpec, pipeline: Pipeline) -> dict[str, ResultIdentity]:
             series_instance_uid=uids["series_instance_uid"],
             sop_instance_uid=uids["sop_instance_uid"],
             series_number=number,
-            series_description=f"AI {pipeline.name} {_DESCRIPTIONS[fmt]}"[:64],
+            series_description=f"AI {pipeline.name} {_DESCRIPTIONS[fmt]}".strip()[:64],
         )
     return identities
 
 
 def _kind(ds: Dataset) -> str:
+    """The kind recorded for a result object (egress selects by it)."""
+    image_type = list(ds.get("ImageType", []))
+    if len(image_type) > 2 and str(image_type[2]).upper() in _DERIVED_IMAGE_TYPES:
+        return "DERIVED"
     return _KIND_BY_MODALITY.get(str(ds.Modality), "SC")
+
+
+def _analyse(
+    pipeline: Pipeline, volume: Volume, prior: PriorInputs | None
+) -> tuple[Findings, list[Dataset]]:
+    """``pipeline.run(volume)``, or ``run_with_prior`` when the node fetched a prior for it.
+
+    Returns the findings and the prior's images (for the registration object's references).
+    """
+    run_with_prior = getattr(pipeline, "run_with_prior", None)
+    if prior is None or run_with_prior is None:
+        return pipeline.run(volume), []
+    from pipelines.prior_compare import PriorSeries
+
+    datasets = _read_inputs(prior.input_paths)
+    prior_volume = load_volume(datasets)
+    frame_of_reference = str(datasets[0].get("FrameOfReferenceUID", ""))
+    if not frame_of_reference:
+        raise InputError("the prior series has no Frame of Reference UID")
+    series = PriorSeries(prior_volume, prior.study_instance_uid, prior.series_instance_uid, frame_of_reference)
+    findings: Findings = run_with_prior(volume, series)
+    return findings, datasets
+
+
+def _registration_summary(findings: Findings, prior: PriorInputs | None) -> list[dict[str, Any]]:
+    """The transforms found, for the job summary (matrix: prior mm -> current mm)."""
+    return [
+        {"prior_study_instance_uid": r.prior_study_instance_uid,
+         "prior_series_instance_uid": r.prior_series_instance_uid,
+         "prior_frame_of_reference_uid": r.prior_frame_of_reference_uid,
+         "prior_study_date": prior.study_date if prior else None,
+         "source": prior.source if prior else None,
+         "matrix": [[round(v, 6) for v in row] for row in r.matrix],
+         "deformable": r.deformation is not None}
+        for r in findings.registrations
+    ]
 
 
 def execute_job(spec: JobSpec, cache: PipelineCache) -> JobOutcome:
@@ -204,7 +277,7 @@ def execute_job(spec: JobSpec, cache: PipelineCache) -> JobOutcome:
     volume = load_volume(datasets)
     pipeline.check_input(volume)
     t2 = time.perf_counter()
-    findings = pipeline.run(volume)
+    findings, prior_images = _analyse(pipeline, volume, spec.prior)
     t3 = time.perf_counter()
     sources = [datasets[i] for i in volume.source_indices]
     if len({id(d) for d in sources}) != len(sources):  # multi-frame: one source image
@@ -214,7 +287,7 @@ def execute_job(spec: JobSpec, cache: PipelineCache) -> JobOutcome:
     )
     objects = dicom_sr.write_results(
         sources, findings, device=spec.device, algorithm=algorithm,
-        formats=spec.formats, identities=_identities(spec, pipeline),
+        formats=spec.formats, identities=_identities(spec, pipeline), prior_images=prior_images,
     )
     out_dir = Path(spec.output_dir)
     outputs = tuple(_write(ds, out_dir, _kind(ds)) for ds in objects)
@@ -228,4 +301,6 @@ def execute_job(spec: JobSpec, cache: PipelineCache) -> JobOutcome:
         "device": str(getattr(pipeline, "device", "cpu")),
         "model_checksum": pipeline.model_checksum,
     }
+    if findings.registrations:
+        summary["registrations"] = _registration_summary(findings, spec.prior)
     return JobOutcome(outputs=outputs, summary=summary, pipeline_version=pipeline.version, timings=timings)

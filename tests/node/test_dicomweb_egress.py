@@ -105,14 +105,15 @@ def test_failed_instances_are_recorded_one_by_one(store: AuditStore, make_node: 
     token = AUTH["Authorization"].split()[1]
     egress = Egress(store, {"web": Destination(dicomweb={"url": url, "token": token})}, "AINODE",
                     EgressSettings(max_attempts=2, backoff_initial_seconds=0.1, backoff_max_seconds=0.1))
-    assert egress.attempt(delivery_id) is DeliveryState.PENDING  # one object failed: retry later
+    # 0x0122 (SOP class not supported) is a refusal retrying cannot fix: given up at once
+    assert egress.attempt(delivery_id) is DeliveryState.FAILED
     _, _, attempts = store.get_job(job_id) or (None, None, [])
+    assert len(attempts) == 2
     by_ok = {a.succeeded: a for a in attempts}
     assert set(by_ok) == {True, False}
     assert by_ok[True].http_status == 202 and by_ok[True].dimse_status is None
     assert by_ok[False].http_status == 202 and by_ok[False].dimse_status == 0x0122
     assert "FailureReason 0x0122" in (by_ok[False].error or "")
-    assert egress.attempt(delivery_id) is DeliveryState.FAILED  # gave up after max_attempts
     assert store.get_job(job_id)[0].state is JobState.DELIVERY_FAILED  # type: ignore[index]
     assert server.store.instances(str(chest_phantom.datasets[0].StudyInstanceUID))
 

@@ -160,3 +160,31 @@ def test_destination_down_is_retried_and_recorded(
     assert len(kinds) == 2
     # the node keeps serving
     assert peers.echoscu("127.0.0.1", node.dicom_port, "AINODE").returncode == 0
+
+
+def test_reformats_reach_the_pacs_as_derived_series(
+    make_node: Callable[..., Any], sqlite_url: str, orthanc: peers.Orthanc, chest_phantom: Any
+) -> None:
+    from node.scu import send_datasets
+
+    node = make_node(
+        sqlite_url,
+        destinations={"pacs": {"dimse": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}}},
+        routes=[{"name": "mpr", "match": {"Modality": "CT"}, "pipelines": ["reformat"], "send_to": ["pacs"]}],
+    )
+    orthanc.add_modality("ainode", "AINODE", "127.0.0.1", node.dicom_port)
+    send_datasets(chest_phantom.datasets, "127.0.0.1", node.dicom_port, "AINODE", "TESTSCU")
+    job = peers.wait_for(lambda: next((j for j in node.store.list_jobs() if j.state is JobState.DELIVERED), None),
+                         timeout=180, what="reformat job delivered")
+    found = node.store.get_job(job.id)
+    assert found is not None
+    kinds = {o.kind for o in found[0].outputs}
+    assert kinds == {"DERIVED"}  # sent although the destination's formats are [seg, sr]
+    study_uid = str(chest_phantom.datasets[0].StudyInstanceUID)
+    series = orthanc.find("Series", {"StudyInstanceUID": study_uid}, expand=True)
+    derived = [s for s in series if s["MainDicomTags"].get("SeriesDescription", "").startswith("AI reformat")
+               or "reformat" in s["MainDicomTags"].get("SeriesDescription", "").lower()]
+    assert len(derived) >= 2, [s["MainDicomTags"].get("SeriesDescription") for s in series]
+    some = orthanc.get_instance_dataset(derived[0]["Instances"][0])
+    assert some.Modality == "CT" and some.ImageType[2] in ("REFORMATTED", "MIP")
+    assert some.StudyInstanceUID == study_uid and some.FrameOfReferenceUID == chest_phantom.datasets[0].FrameOfReferenceUID
