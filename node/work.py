@@ -144,11 +144,25 @@ class PipelineCache:
         self._pipelines.clear()
 
 
+#: Type 2 attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1):
+#: present, possibly empty, in every conformant image. Some senders leave them out;
+#: the node reads tolerantly and fills them empty so the results are conformant.
+_TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                        "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def _tolerate(ds: Dataset) -> Dataset:
+    for keyword in _TYPE2_PATIENT_STUDY:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
+
+
 def _read_inputs(paths: Sequence[str]) -> list[Dataset]:
     datasets = []
     for path in paths:
         try:
-            datasets.append(dcmread(path))
+            datasets.append(_tolerate(dcmread(path)))
         except FileNotFoundError as exc:
             raise InputError(f"input instance missing from the spool: {Path(path).name}") from exc
         except Exception as exc:
