@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the project first: tests/dicom_sr must not shadow dicom_sr
 
 import peers
 from dicomweb_client import DICOMwebClient

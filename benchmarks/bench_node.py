@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the project first: tests/dicom_sr must not shadow dicom_sr
 
 import peers  # noqa: E402
 from node.app import Node  # noqa: E402
