@@ -124,3 +124,42 @@ def test_dx_image_classified_by_a_configured_bundle(
                      if item.ValueType == "NUM" and "robab" in item.ConceptNameCodeSequence[0].CodeMeaning]
     assert probabilities and all(0.0 <= p <= 1.0 for p in probabilities)
     assert coded
+
+
+@pytest.mark.slow
+def test_ct_nodule_detected_by_a_configured_detection_bundle(
+    make_node: Callable[..., Any], sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node.phantom import make_chest_phantom
+
+    # the test bundle's network_def names its feature extractor as ``bundles.ConvFeatures``:
+    # the node's worker processes (spawned after this) must be able to import it
+    monkeypatch.setattr(sys, "path", [*sys.path, str(TESTS / "pipelines")])
+    import bundles
+    bundle = bundles.build_detection_bundle(tmp_path / "det")
+    image = bundles.cube_phantom((40, 48, 56), (10, 20, 30), 8, np.random.default_rng(7))
+    template = make_chest_phantom(n_slices=40, rows=48, columns=56, pixel_spacing=(1.0, 1.0), slice_thickness=1.0)
+    datasets = sorted(template.datasets, key=lambda ds: float(ds.ImagePositionPatient[2]))
+    for k, ds in enumerate(datasets):  # the bundle's intensities, stored with slope 0.001
+        ds.RescaleIntercept, ds.RescaleSlope = 0, 0.001
+        ds.BitsStored, ds.HighBit = 16, 15
+        ds.PixelData = np.clip(np.round(image[k] * 1000), 0, 65535).astype(np.uint16).tobytes()
+    node = make_node(
+        sqlite_url, http=False,
+        pipelines={"nodule-det": {"type": "monai-bundle", "path": str(bundle.path), "sha256": bundle.sha256}},
+        routes=[{"name": "ct", "match": {"Modality": "CT"}, "pipelines": ["nodule-det"]}],
+    )
+    send_datasets(datasets, "127.0.0.1", node.dicom_port, "AINODE", "CTSCU")
+    job = _job(node)
+    assert job.state is JobState.SUCCEEDED, job.error
+    outputs = _outputs(node, job.id)
+    assert "SR" in outputs
+    peers.assert_dciodvfy_clean(outputs["SR"])
+    report = hd.sr.srread(outputs["SR"])
+    scoords = [item for item in _items(report) if item.ValueType == "SCOORD3D"]
+    assert scoords, "a detection must carry a 3-D spatial coordinate a viewer can draw"
+    points = np.array(scoords[0].GraphicData, dtype=float).reshape(-1, 3)
+    # the cube spans x 30..38, y 20..28, z 10..18 mm (1 mm voxels, origin at the first voxel)
+    origin = np.array(datasets[0].ImagePositionPatient, dtype=float)
+    centre = points.mean(axis=0) - origin
+    np.testing.assert_allclose(centre, (34, 24, 14), atol=3.0)
