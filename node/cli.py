@@ -240,20 +240,24 @@ def jobs_show(ctx: typer.Context, job_id: int,
 
 
 @app.command()
-def pipelines() -> None:
-    """List the installed pipelines: version, accepted input, model checksum."""
+def pipelines(config: ConfigOption = None) -> None:
+    """List the pipelines: installed ones, and with --config the configured MONAI bundles."""
+    from node.work import configured_pipeline_class
     from pipelines import registry
 
     table = Table(title="Pipelines")
-    for col in ("name", "version", "accepts", "model checksum"):
-        table.add_column(col)
+    for col in ("name", "kind", "version", "accepts", "model checksum"):
+        table.add_column(col, no_wrap=col in ("name", "kind", "version"))
     try:
-        found = registry.available()
+        found = {name: ("installed", cls) for name, cls in registry.available().items()}
+        if config is not None:
+            for name, item in _settings(config).pipelines.items():
+                found[name] = (item.type, configured_pipeline_class(name, item.model_dump(mode="json")))
     except AinodeError as exc:
         _fail(exc)
         return
-    for name, cls in sorted(found.items()):
-        table.add_row(name, cls.version, cls.accepts.describe(), cls.model_checksum or "-")
+    for name, (kind, cls) in sorted(found.items()):
+        table.add_row(name, kind, cls.version, cls.accepts.describe(), cls.model_checksum or "-")
     console.print(table)
 
 

@@ -101,3 +101,21 @@ def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
             process.communicate()
     assert process.returncode == 0, output
     assert "stopping" in output
+
+
+def test_pipelines_lists_configured_bundles(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "ainode_cli_bundles", Path(__file__).resolve().parent.parent / "pipelines" / "bundles.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    bundle = module.build_classification_bundle(tmp_path / "cls", steps=1)
+    config = tmp_path / "ainode.yaml"
+    config.write_text(f"pipelines:\n  xray-cls:\n    type: monai-bundle\n    path: {bundle.path}\n"
+                      f"    sha256: {bundle.sha256}\n")
+    result = runner.invoke(app, ["pipelines", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "xray-cls" in result.output and "monai-bundle" in result.output and "ct-anatomy" in result.output
