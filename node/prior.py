@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any
 
 from pydicom import dcmread
@@ -46,10 +45,9 @@ from pynetdicom.sop_class import (
 
 from node.config import DimseSource, Source
 from node.db.models import Instance, Job
-from node.db.store import AuditStore, ReceivedInstance
-from node.dimse import StoreStatus
-from node.errors import JobError, StorageError
-from node.retrieve import RetrieveError, _associate, _cfind, _check_sub_operations, _dimse_ae
+from node.db.store import AuditStore
+from node.errors import JobError
+from node.retrieve import RetrieveError, SpoolWriter, _associate, _cfind, _check_sub_operations, _dimse_ae
 from node.storage import Spool
 from node.work import PriorInputs
 
@@ -215,41 +213,6 @@ def find_prior(source: DimseSource, current: CurrentStudy, calling: str) -> Prio
 # -- retrieval ---------------------------------------------------------------------------
 
 
-class _PriorWriter:
-    """Writes instances received during the prior's C-GET to the spool, audited as ``source="prior"``."""
-
-    def __init__(self, spool: Spool, store: AuditStore, calling: str) -> None:
-        self._spool, self._store, self._calling = spool, store, calling
-        self.stored = 0
-
-    def handle(self, event: Any) -> int:
-        data = event.encoded_dataset(include_meta=True)
-        try:
-            ds = dcmread(BytesIO(data), stop_before_pixels=True)
-            study, series, sop = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
-            path, digest = self._spool.store(study, series, sop, data)
-        except StorageError as exc:
-            logger.error("prior C-GET: cannot store an instance: %s", exc)
-            return int(StoreStatus.OUT_OF_RESOURCES)
-        except Exception as exc:  # noqa: BLE001 - pydicom raises many types on garbage
-            logger.error("prior C-GET: undecodable instance (%s)", type(exc).__name__)
-            return int(StoreStatus.CANNOT_UNDERSTAND)
-        self._store.record_instance(ReceivedInstance(
-            sop_instance_uid=sop, sop_class_uid=str(ds.SOPClassUID), study_instance_uid=study,
-            series_instance_uid=series, modality=_opt(ds, "Modality", 16),
-            body_part_examined=_opt(ds, "BodyPartExamined"), series_description=_opt(ds, "SeriesDescription"),
-            study_description=_opt(ds, "StudyDescription"), transfer_syntax_uid=str(event.context.transfer_syntax),
-            calling_ae_title=self._calling[:16], source=PRIOR_SOURCE, size_bytes=len(data), sha256=digest,
-            path=str(path)))
-        self.stored += 1
-        return int(StoreStatus.SUCCESS)
-
-
-def _opt(ds: Dataset, keyword: str, limit: int = 64) -> str | None:
-    value = ds.get(keyword)
-    return str(value)[:limit] if value not in (None, "") else None
-
-
 def _series_identifier(prior: PriorCandidate) -> Dataset:
     ds = Dataset()
     ds.QueryRetrieveLevel = "SERIES"
@@ -276,7 +239,7 @@ def retrieve_series(source: DimseSource, prior: PriorCandidate, calling: str, sp
     for cx in StoragePresentationContexts[:127]:
         ae.add_requested_context(cx.abstract_syntax)
         roles.append(build_role(cx.abstract_syntax, scp_role=True))
-    writer = _PriorWriter(spool, store, source.ae_title)
+    writer = SpoolWriter(spool, store, source.ae_title, source=PRIOR_SOURCE)
     assoc = _associate(ae, source, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, writer.handle)])
     try:
         _check_sub_operations(assoc.send_c_get(_series_identifier(prior), StudyRootQueryRetrieveInformationModelGet),

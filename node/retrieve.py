@@ -157,11 +157,15 @@ def _qido_count(client: httpx.Client, url: str, params: dict[str, str], tag: str
 # -- retrieval -------------------------------------------------------------------------
 
 
-class _SpoolWriter:
-    """Writes instances received during a C-GET, exactly as the Storage SCP does."""
+class SpoolWriter:
+    """Writes instances received during a C-GET, exactly as the Storage SCP does.
 
-    def __init__(self, spool: Spool, store: AuditStore, calling: str) -> None:
-        self._spool, self._store, self._calling = spool, store, calling
+    ``source`` is what the audit records as the instances' origin (``c-get``,
+    or ``prior`` for a prior study fetched for comparison).
+    """
+
+    def __init__(self, spool: Spool, store: AuditStore, calling: str, source: str = "c-get") -> None:
+        self._spool, self._store, self._calling, self._source = spool, store, calling, source
         self.stored = 0
 
     def handle(self, event: Any) -> int:
@@ -181,7 +185,7 @@ class _SpoolWriter:
             series_instance_uid=series, modality=_opt(ds, "Modality", 16),
             body_part_examined=_opt(ds, "BodyPartExamined"), series_description=_opt(ds, "SeriesDescription"),
             study_description=_opt(ds, "StudyDescription"), transfer_syntax_uid=str(event.context.transfer_syntax),
-            calling_ae_title=self._calling[:16], source="c-get", size_bytes=len(data), sha256=digest, path=str(path)))
+            calling_ae_title=self._calling[:16], source=self._source, size_bytes=len(data), sha256=digest, path=str(path)))
         self.stored += 1
         return int(StoreStatus.SUCCESS)
 
@@ -218,7 +222,7 @@ def retrieve_cget(source: DimseSource, study_uid: str, calling: str, spool: Spoo
     for cx in StoragePresentationContexts[:127]:
         ae.add_requested_context(cx.abstract_syntax)
         roles.append(build_role(cx.abstract_syntax, scp_role=True))
-    writer = _SpoolWriter(spool, store, source.ae_title)
+    writer = SpoolWriter(spool, store, source.ae_title)
     assoc = _associate(ae, source, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, writer.handle)])
     try:
         _check_sub_operations(assoc.send_c_get(_identifier(study_uid), StudyRootQueryRetrieveInformationModelGet),
