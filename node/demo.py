@@ -113,7 +113,6 @@ def run_demo(workdir: Path | None = None, report: Any = None, timeout: float = 3
             say("assemble", f"waiting {settings.node.study_stable_seconds:g} s for the study to be complete")
             jobs = _wait(lambda: node.store.list_jobs(limit=1), timeout, "the study to be complete")
             job_id = jobs[0].id
-            t_queued = time.perf_counter()
             say("analyse", f"job {job_id}: ct-anatomy running in a worker process")
 
             def settled() -> Any:

@@ -64,7 +64,7 @@ import numpy as np
 from pipelines import codes
 from pipelines.base import InputSpec, Pipeline
 from pipelines.bundle_spec import BundleSpec, Task, read_bundle_spec
-from pipelines.errors import InputError, PipelineError
+from pipelines.errors import PipelineError
 from pipelines.findings import (
     Classification,
     Detection,
