@@ -15,11 +15,10 @@ Purpose of Reference is DCM 109102 "Processing Equipment" (PS3.16 CID 7005
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import highdicom as hd
 from pydicom.sr.codedict import codes
-
-from typing import Any
 
 from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity, derived_uid
 

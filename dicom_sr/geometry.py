@@ -39,21 +39,22 @@ def functional_group(image: Dataset, frame_index: int, keyword: str) -> Dataset 
     return None
 
 
-def _plane(image: Dataset, frame_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (position, orientation[6], pixel spacing[2]) of one frame."""
-    if int(image.get("NumberOfFrames") or 1) == 1 and "ImagePositionPatient" in image:
-        position, orientation, spacing = (
-            image.get("ImagePositionPatient"),
-            image.get("ImageOrientationPatient"),
-            image.get("PixelSpacing"),
-        )
-    else:
+def frame_plane(image: Dataset, frame_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (position, orientation[6], pixel spacing[2]) of one frame.
+
+    Top-level attributes for a single-frame image; the functional groups for a
+    multi-frame one, falling back to top-level orientation and spacing.
+    """
+    position = image.get("ImagePositionPatient")
+    orientation = image.get("ImageOrientationPatient")
+    spacing = image.get("PixelSpacing")
+    if int(image.get("NumberOfFrames") or 1) > 1 or position is None:
         plane = functional_group(image, frame_index, "PlanePositionSequence")
         orient = functional_group(image, frame_index, "PlaneOrientationSequence")
         measures = functional_group(image, frame_index, "PixelMeasuresSequence")
         position = plane.get("ImagePositionPatient") if plane is not None else None
-        orientation = orient.get("ImageOrientationPatient") if orient is not None else None
-        spacing = measures.get("PixelSpacing") if measures is not None else None
+        orientation = orient.get("ImageOrientationPatient") if orient is not None else orientation
+        spacing = measures.get("PixelSpacing") if measures is not None else spacing
     if position is None or orientation is None or spacing is None:
         raise SourceImagesError(
             f"source image {image.get('SOPInstanceUID')} frame {frame_index + 1} lacks "
@@ -187,7 +188,7 @@ def _try_plane(
     image: Dataset, frame_index: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     try:
-        return _plane(image, frame_index)
+        return frame_plane(image, frame_index)
     except SourceImagesError:
         return None
 
@@ -218,7 +219,7 @@ def _multiframe_numbers(image: Dataset, findings: Findings) -> tuple[int, ...]:
 
 def _sorted_frame_numbers(image: Dataset) -> tuple[int, ...]:
     n_source = int(image.get("NumberOfFrames") or 1)
-    planes = [_plane(image, index) for index in range(n_source)]
+    planes = [frame_plane(image, index) for index in range(n_source)]
     orientation = planes[0][1]
     normal = np.cross(orientation[:3], orientation[3:])
     distances = [float(np.dot(plane[0], normal)) for plane in planes]

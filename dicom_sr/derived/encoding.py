@@ -9,16 +9,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 from pydicom.valuerep import DSfloat
 
 from dicom_sr.errors import EncodingError
 from dicom_sr.geometry import functional_group
+from dicom_sr.identity import DeviceIdentity, ResultIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +120,50 @@ def _as_list(value: object) -> list[float]:
     if isinstance(value, (str, int, float)):
         return [float(value)]
     return [float(v) for v in value]  # type: ignore[attr-defined]
+
+
+def result_skeleton(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    modality: str,
+    source: Dataset,
+    identity: ResultIdentity,
+    device: DeviceIdentity,
+    now: dt.datetime,
+) -> Dataset:
+    """The modules every hand-built result object shares.
+
+    File meta, SOP Common (with creation date/time), Patient/Study
+    placeholders (``finish_result`` copies the source's exactly), the series
+    (UID, number, description, Modality, body part), the source's Frame of
+    Reference, and the node as General Equipment.
+    """
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class_uid, sop_instance_uid
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    ds.ContentDate, ds.ContentTime = date, time
+    ds.SeriesDate, ds.SeriesTime = date, time
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "", "", "", ""
+    ds.StudyInstanceUID = source.StudyInstanceUID
+    ds.StudyDate, ds.StudyTime, ds.ReferringPhysicianName, ds.StudyID = "", "", "", ""
+    ds.AccessionNumber = ""
+    ds.Modality = modality
+    copy_body_part(ds, source)
+    ds.SeriesInstanceUID = identity.series_instance_uid
+    ds.SeriesNumber = identity.series_number
+    ds.SeriesDescription = identity.series_description
+    ds.FrameOfReferenceUID = source.FrameOfReferenceUID
+    ds.PositionReferenceIndicator = source.get("PositionReferenceIndicator", "")
+    ds.Manufacturer = device.manufacturer
+    ds.ManufacturerModelName = device.manufacturer_model_name
+    ds.SoftwareVersions = device.software_versions
+    ds.DeviceSerialNumber = device.device_serial_number
+    if device.institution_name:
+        ds.InstitutionName = device.institution_name
+    return ds

@@ -19,7 +19,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from dicom_sr.errors import EncodingError, SourceImagesError
-from dicom_sr.geometry import functional_group
+from dicom_sr.geometry import frame_plane
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +113,11 @@ def source_stack(source_images: Sequence[Dataset]) -> SourceStack:
     first = source_images[0]
     if len(source_images) == 1 and int(first.get("NumberOfFrames") or 1) > 1:
         entries = [
-            (first, number, *_plane(first, number - 1))
+            (first, number, *frame_plane(first, number - 1))
             for number in range(1, int(first.NumberOfFrames) + 1)
         ]
     else:
-        entries = [(image, None, *_plane(image, 0)) for image in source_images]
+        entries = [(image, None, *frame_plane(image, 0)) for image in source_images]
     orientation, spacing = entries[0][3], entries[0][4]
     for entry in entries[1:]:
         if not np.allclose(entry[3], orientation, atol=_ORIENTATION_ATOL):
@@ -136,28 +136,4 @@ def source_stack(source_images: Sequence[Dataset]) -> SourceStack:
         rows=int(first.Rows),
         columns=int(first.Columns),
         frame_of_reference_uid=frames_of_reference.pop(),
-    )
-
-
-def _plane(image: Dataset, frame_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(position, orientation[6], pixel spacing[2]) of one frame, top level or functional groups."""
-    position = image.get("ImagePositionPatient")
-    orientation = image.get("ImageOrientationPatient")
-    spacing = image.get("PixelSpacing")
-    if int(image.get("NumberOfFrames") or 1) > 1 or position is None:
-        plane = functional_group(image, frame_index, "PlanePositionSequence")
-        orient = functional_group(image, frame_index, "PlaneOrientationSequence")
-        measures = functional_group(image, frame_index, "PixelMeasuresSequence")
-        position = plane.get("ImagePositionPatient") if plane is not None else None
-        orientation = orient.get("ImageOrientationPatient") if orient is not None else orientation
-        spacing = measures.get("PixelSpacing") if measures is not None else spacing
-    if position is None or orientation is None or spacing is None:
-        raise SourceImagesError(
-            f"source image {image.get('SOPInstanceUID')} frame {frame_index + 1} lacks "
-            "Image Position/Orientation (Patient) or Pixel Spacing"
-        )
-    return (
-        np.asarray(position, dtype=float),
-        np.asarray(orientation, dtype=float),
-        np.asarray(spacing, dtype=float),
     )

@@ -41,12 +41,10 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DataElementSequence
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
-    ExplicitVRLittleEndian,
     MRImageStorage,
     SecondaryCaptureImageStorage,
 )
@@ -59,10 +57,10 @@ from dicom_sr.codes import (
 )
 from dicom_sr.derived.encoding import (
     StoredPixels,
-    copy_body_part,
     data_window,
     ds_values,
     encode_pixels,
+    result_skeleton,
     source_window,
 )
 from dicom_sr.derived.stack import SourceStack, source_stack
@@ -219,35 +217,8 @@ def _image(
     """Every module but geometry, pixels and references."""
     sop_class_uid, result_modality = _storage(modality)
     sop_instance_uid = derived_sop_instance_uid(identity, index)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class_uid, sop_instance_uid
-    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
-    ds.ContentDate, ds.ContentTime = date, time
-    ds.SeriesDate, ds.SeriesTime = date, time
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "", "", "", ""
-    ds.StudyInstanceUID = source.StudyInstanceUID
-    ds.StudyDate, ds.StudyTime, ds.ReferringPhysicianName, ds.StudyID = "", "", "", ""
-    ds.AccessionNumber = ""
-    ds.Modality = result_modality
-    copy_body_part(ds, source)
-    ds.SeriesInstanceUID = identity.series_instance_uid
-    ds.SeriesNumber = identity.series_number
-    ds.SeriesDescription = identity.series_description
+    ds = result_skeleton(sop_class_uid, sop_instance_uid, result_modality, source, identity, device, now)
     ds.InstanceNumber = identity.instance_number + index
-    ds.FrameOfReferenceUID = source.FrameOfReferenceUID
-    ds.PositionReferenceIndicator = source.get("PositionReferenceIndicator", "")
-    ds.Manufacturer = device.manufacturer
-    ds.ManufacturerModelName = device.manufacturer_model_name
-    ds.SoftwareVersions = device.software_versions
-    ds.DeviceSerialNumber = device.device_serial_number
-    if device.institution_name:
-        ds.InstitutionName = device.institution_name
     ds.ImageType = ["DERIVED", "SECONDARY", image_type_value3(derived.derivation)]
     ds.BurnedInAnnotation = "NO"
     ds.ImageComments = (

@@ -50,17 +50,15 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DataElementSequence
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
     DeformableSpatialRegistrationStorage,
-    ExplicitVRLittleEndian,
     SpatialRegistrationStorage,
 )
 
 from dicom_sr.codes import FRAME_OF_REFERENCE_IDENTITY, IMAGE_CONTENT_BASED_ALIGNMENT, coded_concept
-from dicom_sr.derived.encoding import copy_body_part, ds_values
+from dicom_sr.derived.encoding import ds_values, result_skeleton
 from dicom_sr.derived.stack import SourceStack, source_stack
 from dicom_sr.equipment import contributing_equipment
 from dicom_sr.errors import EncodingError, SourceImagesError
@@ -256,35 +254,8 @@ def _registration_object(
 ) -> Dataset:
     """SOP Common, Patient/Study placeholders, Spatial Registration Series, Frame of
     Reference, General and Enhanced General Equipment, Content Identification."""
-    now = dt.datetime.now()
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
-    ds.file_meta.MediaStorageSOPInstanceUID = identity.sop_instance_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class_uid, identity.sop_instance_uid
-    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
-    ds.ContentDate, ds.ContentTime = date, time
-    ds.SeriesDate, ds.SeriesTime = date, time
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "", "", "", ""
-    ds.StudyInstanceUID = source.StudyInstanceUID
-    ds.StudyDate, ds.StudyTime, ds.ReferringPhysicianName, ds.StudyID = "", "", "", ""
-    ds.AccessionNumber = ""
-    ds.Modality = "REG"
-    copy_body_part(ds, source)
-    ds.SeriesInstanceUID = identity.series_instance_uid
-    ds.SeriesNumber = identity.series_number
-    ds.SeriesDescription = identity.series_description
-    ds.FrameOfReferenceUID = source.FrameOfReferenceUID
-    ds.PositionReferenceIndicator = source.get("PositionReferenceIndicator", "")
-    ds.Manufacturer = device.manufacturer
-    ds.ManufacturerModelName = device.manufacturer_model_name
-    ds.SoftwareVersions = device.software_versions
-    ds.DeviceSerialNumber = device.device_serial_number
-    if device.institution_name:
-        ds.InstitutionName = device.institution_name
+    ds = result_skeleton(sop_class_uid, identity.sop_instance_uid, "REG", source, identity, device,
+                         dt.datetime.now())
     ds.InstanceNumber = identity.instance_number
     ds.ContentDescription = f"Prior study registered by {algorithm.name} {algorithm.version}"[:64]
     ds.ContentCreatorName = ""
