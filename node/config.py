@@ -103,6 +103,62 @@ class DicomwebEndpoint(_Model):
 #: Result objects a destination can receive (lower-case DICOM Modality of the object).
 ResultFormat = Literal["seg", "sr", "sc", "pdf", "ko"]
 
+#: The result objects whose content depends on a destination's :class:`ResultProfile`
+#: (the SR and the KOS reference the SEG they go with); PDF, derived series and
+#: registrations are the same for every destination.
+PROFILED_FORMATS = ("seg", "sr", "sc", "ko")
+
+
+class ResultProfile(_Model):
+    """How the result objects for one destination are shaped, to fit its viewers.
+
+    ``seg_type``: ``binary`` (default; every SEG viewer), ``labelmap`` (Label
+    Map Segmentation Storage, 2024: smallest, newest viewers only) or
+    ``fractional`` (values 0 or 255 of 255; OHIF refuses it).
+    ``omit_empty_frames``: leave out SEG frames without a pixel of their
+    segment (default); some older viewers want one frame per source frame.
+    ``seg_compression``: ``none`` or ``jpeg2000-lossless`` (25x smaller,
+    slower to write; Weasis and dcmqi read it, dcmjs does not).
+    ``sc_frames``: the Secondary Capture fallback shows ``key`` slices
+    (default) or ``all`` slices.
+
+    Destinations with the same profile get the very same objects; each
+    distinct profile gets its own SEG, SR, SC and KOS with UIDs of their own.
+    """
+
+    seg_type: Literal["binary", "labelmap", "fractional"] = "binary"
+    omit_empty_frames: bool = True
+    seg_compression: Literal["none", "jpeg2000-lossless"] = "none"
+    sc_frames: Literal["key", "all"] = "key"
+
+    def effective(self, formats: tuple[str, ...]) -> ResultProfile:
+        """This profile with the options ``formats`` make irrelevant set to their defaults.
+
+        Two destinations whose objects would be identical get the same key.
+        """
+        default = ResultProfile()
+        changes: dict[str, Any] = {}
+        if not {"seg", "sr", "ko"} & set(formats):
+            changes |= {"seg_type": default.seg_type, "omit_empty_frames": default.omit_empty_frames,
+                        "seg_compression": default.seg_compression}
+        if "sc" not in formats:
+            changes["sc_frames"] = default.sc_frames
+        return self.model_copy(update=changes)
+
+    @property
+    def key(self) -> str:
+        """A short stable name, recorded with each output: ``default`` or e.g. ``labelmap+all-frames``."""
+        parts = []
+        if self.seg_type != "binary":
+            parts.append(self.seg_type)
+        if not self.omit_empty_frames:
+            parts.append("all-frames")
+        if self.seg_compression != "none":
+            parts.append("j2k")
+        if self.sc_frames != "key":
+            parts.append("sc-all")
+        return "+".join(parts) or "default"
+
 
 class Destination(_Model):
     """Where results go (exactly one of ``dimse`` or ``dicomweb``), and which objects."""
@@ -110,6 +166,12 @@ class Destination(_Model):
     dimse: DimseDestination | None = None
     dicomweb: DicomwebEndpoint | None = None
     formats: tuple[ResultFormat, ...] = ("seg", "sr")
+    profile: ResultProfile = ResultProfile()
+
+    @property
+    def variant(self) -> str:
+        """The key of the result objects this destination gets (see :class:`ResultProfile`)."""
+        return self.profile.effective(self.formats).key
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Destination:
@@ -140,12 +202,23 @@ class Source(_Model):
 
     ``calling_ae_titles`` lists the AE titles with which this PACS sends to
     the node by C-STORE; studies it sends are checked for completeness
-    against it (by default the ``dimse.ae_title``).
+    against it (by default the ``dimse.ae_title``). ``api_tokens`` are the
+    bearer tokens it presents when it sends by STOW-RS: the DICOMweb
+    endpoints accept them (and only them: not the REST API), and studies
+    sent with one are checked against this source.
     """
 
     dimse: DimseSource | None = None
     dicomweb: DicomwebEndpoint | None = None
     calling_ae_titles: tuple[str, ...] = ()
+    api_tokens: tuple[SecretStr, ...] = ()
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _long_enough(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        if any(len(t.get_secret_value()) < 16 for t in value):
+            raise ValueError("an API token has at least 16 characters")
+        return value
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Source:
@@ -348,7 +421,23 @@ class Settings(BaseSettings):
                         f"routes.{i}.send_to: unknown destination {dest!r} "
                         f"(configured: {sorted(self.destinations) or 'none'})"
                     )
+        seen: dict[str, str] = {}
+        for name, source in self.sources.items():
+            for token in source.api_tokens:
+                value = token.get_secret_value()
+                if value in seen:
+                    raise ValueError(f"sources.{name}.api_tokens: the same token is also given to "
+                                     f"source {seen[value]!r}; each sender needs its own")
+                if value in self.api_tokens:
+                    raise ValueError(f"sources.{name}.api_tokens: a sender token must differ from "
+                                     "the API tokens (api.tokens, AINODE_API_TOKEN)")
+                seen[value] = name
         return self
+
+    @property
+    def sender_tokens(self) -> dict[str, str]:
+        """``token -> source name`` for the tokens configured sources send STOW-RS with."""
+        return {t.get_secret_value(): name for name, source in self.sources.items() for t in source.api_tokens}
 
     def source_for_calling_ae(self, calling_ae_title: str | None) -> tuple[str, Source] | None:
         """The configured source that sends with ``calling_ae_title``, if any."""

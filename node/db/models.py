@@ -137,6 +137,9 @@ class Instance(Base):
     transfer_syntax_uid: Mapped[str | None] = mapped_column(String(64))
     calling_ae_title: Mapped[str | None] = mapped_column(String(16))
     source: Mapped[str] = mapped_column(String(16), default="dimse")
+    #: The configured source (``sources:`` name) that sent it, when known: by calling
+    #: AE title (C-STORE) or by the API token it presented (STOW-RS).
+    sender: Mapped[str | None] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     sha256: Mapped[str | None] = mapped_column(String(64))
@@ -216,6 +219,10 @@ class Output(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: The viewer profile it was written for (a destination's ``profile``, see
+    #: :attr:`node.config.ResultProfile.key`); ``None`` for objects every destination
+    #: gets alike (PDF, derived series, registrations).
+    variant: Mapped[str | None] = mapped_column(String(64))
 
     job: Mapped[Job] = relationship(back_populates="outputs")
 

@@ -55,6 +55,8 @@ class ReceivedInstance:
     size_bytes: int
     sha256: str
     path: str
+    #: The configured source that sent it (by calling AE title or STOW-RS token), if known.
+    sender: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class WrittenOutput:
     path: str
     size_bytes: int
     sha256: str
+    #: The destination profile it was written for; ``None``: for every destination.
+    variant: str | None = None
 
 
 class AuditStore:
@@ -284,6 +288,14 @@ class AuditStore:
                 select(Instance.calling_ae_title).where(
                     Instance.study_instance_uid == study_uid, Instance.status == InstanceStatus.STORED,
                     Instance.calling_ae_title.is_not(None)).distinct()) if ae}
+
+    def study_sender_sources(self, study_uid: str) -> set[str]:
+        """Configured source names recorded as senders of stored instances of a study."""
+        with self._sessions() as s:
+            return {name for name in s.scalars(
+                select(Instance.sender).where(
+                    Instance.study_instance_uid == study_uid, Instance.status == InstanceStatus.STORED,
+                    Instance.sender.is_not(None)).distinct()) if name}
 
     def result_series(self, study_uid: str) -> set[str]:
         """Series Instance UIDs of the results this node wrote for a study."""
