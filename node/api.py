@@ -2,8 +2,9 @@
 
 OpenAPI is served at ``/openapi.json`` and browsable at ``/docs``. Every
 endpoint except ``/healthz`` (and ``/metrics``, unless
-``api.protect_metrics``) needs ``Authorization: Bearer <token>``. Every error
-has one JSON shape::
+``api.protect_metrics``) needs ``Authorization: Bearer <token>``. A PACS's
+sender token (``sources.<name>.api_tokens``) opens STOW-RS only, not
+QIDO-RS/WADO-RS nor ``/api``. Every error has one JSON shape::
 
     {"error": {"status": 404, "code": "not_found", "message": "no job 7", "details": []}}
 """
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -119,7 +120,8 @@ def _allowed_methods(request: Request) -> list[str]:
 
 # -- authentication -------------------------------------------------------------------
 
-_bearer = HTTPBearer(auto_error=False, description="An API token from api.tokens or AINODE_API_TOKEN")
+_bearer = HTTPBearer(auto_error=False, description="An API token from api.tokens or AINODE_API_TOKEN; "
+                     "/dicom-web also takes a source's sender token (sources.<name>.api_tokens)")
 
 NO_TOKEN_MESSAGE = (
     "API authentication is on but no token is configured: add one under api.tokens in the "
@@ -128,21 +130,45 @@ NO_TOKEN_MESSAGE = (
 )
 
 
-def bearer_auth(api: ApiSettings, tokens: tuple[str, ...]) -> Callable[..., None]:
-    """A dependency that checks ``Authorization: Bearer <token>`` in constant time."""
-    encoded = [t.encode("utf-8") for t in tokens]
+def bearer_auth(api: ApiSettings, tokens: tuple[str, ...],
+                sender_tokens: Mapping[str, str] | None = None) -> Callable[..., str | None]:
+    """A dependency that checks ``Authorization: Bearer <token>`` in constant time.
 
-    def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    Parameters
+    ----------
+    api : ApiSettings
+        ``auth_disabled`` turns the check off (no sender is then known).
+    tokens : tuple of str
+        The API tokens.
+    sender_tokens : mapping of str to str, optional
+        ``token -> source name`` for the tokens PACSs send STOW-RS with; given
+        only where they are accepted (``/dicom-web``), never for the REST API.
+
+    Returns
+    -------
+    callable
+        The dependency; it returns the name of the source whose sender token
+        was presented, else ``None`` (an API token, or authentication off).
+    """
+    accepted = [(t.encode("utf-8"), None) for t in tokens]
+    accepted += [(t.encode("utf-8"), name) for t, name in (sender_tokens or {}).items()]
+
+    def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str | None:
         if api.auth_disabled:
-            return
-        if not encoded:
+            return None
+        if not accepted:
             raise ApiError(503, "auth_not_configured", NO_TOKEN_MESSAGE)
         challenge = {"WWW-Authenticate": 'Bearer realm="ainode"'}
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <token>'", challenge)
         given = credentials.credentials.encode("utf-8")
-        if not any(hmac.compare_digest(given, t) for t in encoded):
+        matched, sender = False, None
+        for token, name in accepted:  # every token is compared: the time does not say which matched
+            if hmac.compare_digest(given, token):
+                matched, sender = True, name
+        if not matched:
             raise ApiError(401, "unauthorized", "the API token is not valid", challenge)
+        return sender
 
     return check
 
@@ -316,6 +342,8 @@ class ApiContext:
     tokens: tuple[str, ...]
     actions: JobActions
     stow: StowIngress
+    #: ``token -> source name``: what a PACS presents when it STOWs (``/dicom-web`` only).
+    sender_tokens: Mapping[str, str] = field(default_factory=dict)
     destinations: frozenset[str] = frozenset()
     sources: frozenset[str] = frozenset()
     known_pipeline: Callable[[str], bool] = lambda _name: True
@@ -372,7 +400,7 @@ def create_api(ctx: ApiContext) -> FastAPI:
     deps = [auth, Depends(_strict_query)]  # unknown query parameters are an error, not silently ignored
     for register in (_job_routes, _study_routes, _request_routes):
         register(app, ctx, deps)
-    app.include_router(dicomweb_router(ctx), prefix="/dicom-web", dependencies=[auth])
+    app.include_router(dicomweb_router(ctx), prefix="/dicom-web")  # its own check: API and sender tokens
     return app
 
 

@@ -142,7 +142,9 @@ class Node:
         )
         self.scp = StorageScp(
             ScpConfig(node.ae_title, node.dicom_host, node.dicom_port, node.network_timeout_seconds,
-                      node.max_associations, node.allowed_calling_ae_titles),
+                      node.max_associations, node.allowed_calling_ae_titles,
+                      senders={ae.strip().upper(): name for name, source in settings.sources.items()
+                               for ae in source.sender_ae_titles}),
             self.spool, self.store, on_stored=self.metrics.on_instance,
         )
         self.runner = ProcessRunner(
@@ -158,6 +160,7 @@ class Node:
                 lambda source, study: query_counts(source, study, node.ae_title,
                                                    settings.completeness.query_timeout_seconds),
                 recheck_seconds=max(1.0, min(5.0, node.study_stable_seconds / 2)),
+                sources=settings.sources,
             ),
         )
         self.egress = Egress(self.store, settings.destinations, node.ae_title, settings.egress,
@@ -181,6 +184,7 @@ class Node:
             store=self.store, metrics=self.metrics,
             health={"ae_title": settings.node.ae_title, "version": ainode_version()},
             api=settings.api, tokens=settings.api_tokens, actions=self.actions, stow=self.stow,
+            sender_tokens=settings.sender_tokens,
             destinations=frozenset(settings.destinations), sources=frozenset(settings.sources),
             known_pipeline=self._known_pipeline, wake=self.wake,
         )

@@ -2,7 +2,8 @@
 
 A study is a candidate when no new instance has arrived for
 ``study_stable_seconds`` (like Orthanc's *StableAge*). When its sender is a
-configured source, the quiet period is not taken as proof: the
+configured source (known by the sender token of its STOW-RS requests, or by
+its calling AE title), the quiet period is not taken as proof: the
 :class:`CompletenessCheck` asks the source how many instances the study and
 each series hold (C-FIND / QIDO-RS) and waits, up to
 ``completeness.max_wait_seconds`` after the last instance, for the rest;
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -89,21 +90,34 @@ class CompletenessCheck:
         ``(Source, study UID) -> StudyCounts`` (raises on failure).
     recheck_seconds : float
         How often a waiting study's source is asked again.
+    sources : mapping of str to Source, optional
+        The configured sources by name, for instances recorded with their
+        sender (a STOW-RS request made with a source's sender token).
     """
 
     def __init__(self, store: AuditStore, settings: CompletenessSettings,
                  find_source: Callable[[str | None], tuple[str, Source] | None],
-                 count: Callable[[Source, str], Any], recheck_seconds: float = 2.0) -> None:
+                 count: Callable[[Source, str], Any], recheck_seconds: float = 2.0,
+                 sources: Mapping[str, Source] | None = None) -> None:
         self._store, self._settings = store, settings
         self._find_source, self._count = find_source, count
         self._recheck = recheck_seconds
+        self._sources = dict(sources or {})
         self._next_check: dict[str, float] = {}
+
+    def sending_source(self, study_uid: str) -> tuple[str, Source] | None:
+        """The configured source that sent the study: by recorded sender first, then by calling AE title."""
+        for name in sorted(self._store.study_sender_sources(study_uid)):
+            source = self._sources.get(name)
+            if source is not None:
+                return name, source
+        return next((f for ae in sorted(self._store.study_senders(study_uid))
+                     if (f := self._find_source(ae)) is not None), None)
 
     def verdict(self, study_uid: str) -> Verdict:
         if not self._settings.enabled:
             return Verdict(True)
-        found = next((f for ae in sorted(self._store.study_senders(study_uid))
-                      if (f := self._find_source(ae)) is not None), None)
+        found = self.sending_source(study_uid)
         if found is None:
             return Verdict(True)
         if time.monotonic() < self._next_check.get(study_uid, 0.0):

@@ -8,7 +8,12 @@
 * ``GET .../metadata`` and study/series/instance retrieval (10.4), plus the
   bulk data URIs the metadata points at.
 
-The same bearer token as the REST API guards every endpoint.
+The REST API's bearer tokens guard every endpoint. The sender tokens of
+configured sources (``sources.<name>.api_tokens``) open STOW-RS only: a
+PACS that sends studies cannot read what the node holds. A STOW-RS request
+made with a sender token records that source as the sender of each
+instance, so the study's completeness is checked against it
+(:class:`node.assembler.CompletenessCheck`).
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path as FsPath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from node.api import ApiContext, ApiError, ErrorBody
+from node import dicomweb_frames
+from node.api import ApiContext, ApiError, ErrorBody, bearer_auth
 from node.dicomweb_multipart import (
     ContentType,
     MultipartError,
@@ -94,20 +100,29 @@ _QIDO_RESPONSES = _DICOM_JSON_RESPONSE | {204: {"description": "No match"}} | _d
 def dicomweb_router(ctx: ApiContext) -> APIRouter:
     """The ``/dicom-web`` routes over the node's services."""
     router = APIRouter(tags=["dicomweb"], responses=_documented(401, 422, 503))
+    store_auth = bearer_auth(ctx.api, ctx.tokens, ctx.sender_tokens)  # API and sender tokens
+    stow = APIRouter(dependencies=[Depends(store_auth)])
+    _stow_routes(stow, ctx, store_auth)
+    reads = APIRouter(dependencies=[Depends(bearer_auth(ctx.api, ctx.tokens))])  # API tokens only
     queries = DicomwebQueries(ctx.listings, ctx.api.serve_inputs)
-    _stow_routes(router, ctx)
-    _qido_routes(router, queries)
-    _wado_routes(router, queries)
+    _qido_routes(reads, queries)
+    _wado_routes(reads, queries)
+    router.include_router(stow)
+    router.include_router(reads)
     return router
 
 
 # -- STOW-RS ---------------------------------------------------------------------------
 
 
-def _stow_routes(router: APIRouter, ctx: ApiContext) -> None:
+def _stow_routes(router: APIRouter, ctx: ApiContext, auth: Callable[..., str | None]) -> None:
     max_bytes = ctx.api.max_upload_mb * 1024 * 1024
+    # The configured source whose sender token the request carried: the router's own check,
+    # run once per request (FastAPI caches a dependency's value). A default, not an Annotated
+    # alias: string annotations are resolved in the module's globals, where `auth` is not.
+    sender_of = Depends(auth)
 
-    async def store(request: Request, study_uid: str | None) -> Response:
+    async def store(request: Request, study_uid: str | None, sender: str | None) -> Response:
         content_type = ContentType.parse(request.headers.get("content-type"))
         if content_type.media_type != "multipart/related":
             raise _error(415, "unsupported_media_type",
@@ -127,7 +142,7 @@ def _stow_routes(router: APIRouter, ctx: ApiContext) -> None:
                 spooler.feed(chunk)
             parts = spooler.finish()
             client = request.client.host if request.client else None
-            outcome = await run_in_threadpool(ctx.stow.ingest, parts, study_uid, client)
+            outcome = await run_in_threadpool(ctx.stow.ingest, parts, study_uid, client, sender)
         except MultipartError as exc:
             raise _error(exc.status_code, _code(exc.status_code), str(exc)) from exc
         finally:
@@ -141,14 +156,14 @@ def _stow_routes(router: APIRouter, ctx: ApiContext) -> None:
     @router.post("/studies", openapi_extra=_STOW_BODY, summary="STOW-RS Store Instances",
                  responses={200: {"content": {DICOM_JSON: {}}}, 202: {"content": {DICOM_JSON: {}}},
                             409: {"content": {DICOM_JSON: {}}}} | _documented(400, 406, 413, 415, 507))
-    async def stow_studies(request: Request) -> Response:
-        return await store(request, None)
+    async def stow_studies(request: Request, sender: str | None = sender_of) -> Response:
+        return await store(request, None, sender)
 
     @router.post("/studies/{study_uid}", openapi_extra=_STOW_BODY, summary="STOW-RS Store Instances (one study)",
                  responses={200: {"content": {DICOM_JSON: {}}}, 202: {"content": {DICOM_JSON: {}}},
                             409: {"content": {DICOM_JSON: {}}}} | _documented(400, 406, 413, 415, 507))
-    async def stow_study(request: Request, study_uid: StudyUid) -> Response:
-        return await store(request, study_uid)
+    async def stow_study(request: Request, study_uid: StudyUid, sender: str | None = sender_of) -> Response:
+        return await store(request, study_uid, sender)
 
 
 def _spooler(content_type: ContentType, ctx: ApiContext, max_bytes: int) -> PartSpooler:
@@ -295,8 +310,90 @@ def _wado_routes(router: APIRouter, queries: DicomwebQueries) -> None:
                                  media_type=f'multipart/related; type="application/octet-stream"; '
                                             f"boundary={boundary}")
 
+    _frame_routes(router, lambda study, series, sop: held(study, series, sop)[0])
+
 
 def _part_type(held: HeldFile) -> str:
     syntax = held.file.transfer_syntax_uid or str(held.header.file_meta.get("TransferSyntaxUID", ""))
     return f"application/dicom; transfer-syntax={syntax}" if syntax else "application/dicom"
+
+
+# -- WADO-RS frames and rendered (PS3.18 10.4.1.1.3, 10.4.1.1.5) ---------------------------
+
+_INSTANCE = "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+FrameList = Annotated[str, Path(pattern=r"^[0-9]{1,9}(,[0-9]{1,9})*$", max_length=4096,
+                                description="Comma-separated 1-based frame numbers")]
+WindowParam = Annotated[str | None, Query(
+    max_length=100, pattern=r"^[^,]+,[^,]+(,[A-Za-z_-]+)?$",
+    description="center,width[,function]: the VOI window (function linear, linear-exact or sigmoid)")]
+ViewportParam = Annotated[str | None, Query(
+    pattern=r"^[0-9]{1,5},[0-9]{1,5}$", description="vw,vh: the largest image to return (aspect kept)")]
+QualityParam = Annotated[int, Query(ge=1, le=100, description="JPEG quality")]
+_RENDERED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {t: {"schema": {"type": "string", "format": "binary"}}
+                      for t in dicomweb_frames.RENDERED_MEDIA_TYPES}},
+}
+_FRAME_ERRORS = _documented(400, 404, 406)
+
+
+def _frame_routes(router: APIRouter, instance: Callable[[str, str, str], HeldFile]) -> None:
+    @router.get(f"{_INSTANCE}/frames/{{frame_list}}", summary="WADO-RS Retrieve Frames",
+                responses=_MULTIPART_RESPONSE | _FRAME_ERRORS, response_class=Response)
+    def retrieve_frames(request: Request, study_uid: StudyUid, series_uid: SeriesUid, sop_uid: SopUid,
+                        frame_list: FrameList) -> Response:
+        """Frames as native bytes (application/octet-stream, the default) or as stored (image/*,
+        transfer-syntax=*), one part per frame, in the order asked (PS3.18 10.4.1.1.5)."""
+        return _frames(instance(study_uid, series_uid, sop_uid), frame_list, request.headers.get("accept"))
+
+    @router.get(f"{_INSTANCE}/rendered", summary="WADO-RS Retrieve Rendered Instance",
+                responses=_RENDERED_RESPONSE | _FRAME_ERRORS, response_class=Response)
+    def rendered_instance(request: Request, study_uid: StudyUid, series_uid: SeriesUid, sop_uid: SopUid,
+                          window: WindowParam = None, viewport: ViewportParam = None,
+                          quality: QualityParam = 90) -> Response:
+        """The instance (its first frame) as image/jpeg (the default) or image/png (PS3.18 10.4.1.1.3)."""
+        return _rendered(instance(study_uid, series_uid, sop_uid), "1", request.headers.get("accept"),
+                         window, viewport, quality)
+
+    @router.get(f"{_INSTANCE}/frames/{{frame_list}}/rendered", summary="WADO-RS Retrieve Rendered Frame",
+                responses=_RENDERED_RESPONSE | _FRAME_ERRORS, response_class=Response)
+    def rendered_frame(request: Request, study_uid: StudyUid, series_uid: SeriesUid, sop_uid: SopUid,
+                       frame_list: FrameList, window: WindowParam = None, viewport: ViewportParam = None,
+                       quality: QualityParam = 90) -> Response:
+        """One frame as image/jpeg (the default) or image/png (PS3.18 10.4.1.1.3)."""
+        return _rendered(instance(study_uid, series_uid, sop_uid), frame_list, request.headers.get("accept"),
+                         window, viewport, quality)
+
+
+def _frames(held: HeldFile, frame_list: str, accept: str | None) -> Response:
+    numbers = [int(n) for n in frame_list.split(",")]
+    try:
+        pixels = dicomweb_frames.pixel_data(held.file.path, _what(held))
+        encoding = dicomweb_frames.choose_frame_encoding(accept, pixels)
+        frames = dicomweb_frames.read_frames(pixels, numbers, encoding)
+    except dicomweb_frames.FrameError as exc:
+        raise _error(exc.status_code, exc.code, str(exc)) from exc
+    boundary = new_boundary()
+    body = b"".join(multipart_bytes([(f, encoding.part_content_type) for f in frames], boundary))
+    return Response(body, media_type=f'multipart/related; type="{encoding.media_type}"; boundary={boundary}')
+
+
+def _rendered(held: HeldFile, frame_list: str, accept: str | None, window: str | None,
+              viewport: str | None, quality: int) -> Response:
+    numbers = [int(n) for n in frame_list.split(",")]
+    try:
+        if len(numbers) != 1:
+            raise dicomweb_frames.FrameError(400, "bad_request", "a rendered image holds one frame: ask for one")
+        media_type = dicomweb_frames.choose_rendered_type(accept)
+        pixels = dicomweb_frames.pixel_data(held.file.path, _what(held))
+        image = dicomweb_frames.render_frame(
+            pixels, held.header, numbers[0], media_type, quality=quality,
+            window=dicomweb_frames.Window.parse(window) if window else None,
+            viewport=dicomweb_frames.Viewport.parse(viewport) if viewport else None)
+    except dicomweb_frames.FrameError as exc:
+        raise _error(exc.status_code, exc.code, str(exc)) from exc
+    return Response(image, media_type=media_type)
+
+
+def _what(held: HeldFile) -> str:
+    return str(held.header.get("Modality", "")) or held.file.sop_class_uid
 

@@ -158,23 +158,37 @@ class StowIngress:
         return self._spool.root / "incoming"
 
     def ingest(self, parts: Sequence[Part], study_instance_uid: str | None = None,
-               client: str | None = None) -> StowOutcome:
-        """Store every part; refuse the ones that cannot be stored, each with a reason."""
+               client: str | None = None, sender: str | None = None) -> StowOutcome:
+        """Store every part; refuse the ones that cannot be stored, each with a reason.
+
+        Parameters
+        ----------
+        parts : sequence of Part
+            The request's parts, spooled to files.
+        study_instance_uid : str, optional
+            The study in the request URL; instances of another study are refused.
+        client : str, optional
+            Who sent them, for the log.
+        sender : str, optional
+            The configured source that sent them (known by its sender token);
+            recorded with every instance, so the study's completeness is
+            checked against that source.
+        """
         stored: list[StoredItem] = []
         failed: list[FailedItem] = []
         for part in parts:
             try:
-                stored.append(self._accept(part, study_instance_uid))
+                stored.append(self._accept(part, study_instance_uid, sender))
             except _Refused as refused:
                 failed.append(FailedItem(refused.sop_class, refused.sop_instance, refused.reason,
                                          refused.message))
-                self._audit_refusal(refused, part, client)
+                self._audit_refusal(refused, part, client, sender)
         if failed:
             logger.warning("STOW-RS from %s: %d stored, %d refused (first: %s)",
                            client or "?", len(stored), len(failed), failed[0].message)
         return StowOutcome(tuple(stored), tuple(failed))
 
-    def _accept(self, part: Part, expected_study: str | None) -> StoredItem:
+    def _accept(self, part: Part, expected_study: str | None, sender: str | None) -> StoredItem:
         media = part.content_type.media_type
         if media.startswith(("application/dicom+", "image/", "video/", "text/")):
             raise _Refused(FailureReason.CANNOT_UNDERSTAND,
@@ -208,7 +222,7 @@ class StowIngress:
             modality=_text(ds, "Modality", 16), body_part_examined=_text(ds, "BodyPartExamined"),
             series_description=_text(ds, "SeriesDescription"), study_description=_text(ds, "StudyDescription"),
             transfer_syntax_uid=transfer_syntax, calling_ae_title=None, source="dicomweb",
-            size_bytes=part.size, sha256=part.sha256, path=str(path),
+            size_bytes=part.size, sha256=part.sha256, path=str(path), sender=sender,
         )
         try:
             self._store.record_instance(received)
@@ -231,14 +245,14 @@ class StowIngress:
             raise _Refused(FailureReason.OUT_OF_RESOURCES, f"cannot store: {exc.strerror or exc}", *ids) from exc
         return path
 
-    def _audit_refusal(self, refused: _Refused, part: Part, client: str | None) -> None:
+    def _audit_refusal(self, refused: _Refused, part: Part, client: str | None, sender: str | None) -> None:
         if self._on_stored:
             self._on_stored(None, StoreStatus.CANNOT_UNDERSTAND)
         try:
             self._store.record_rejection(
                 reason=refused.message, dimse_status=int(refused.reason), calling_ae_title=None,
                 source="dicomweb", sop_instance_uid=_short(refused.sop_instance),
-                sop_class_uid=_short(refused.sop_class), size_bytes=part.size,
+                sop_class_uid=_short(refused.sop_class), size_bytes=part.size, sender=sender,
             )
         except Exception as exc:  # recording must never stop the endpoint answering
             logger.error("cannot record a refused instance: %s", type(exc).__name__)

@@ -9,8 +9,8 @@ audit row, and the SCP keeps serving.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
 
@@ -49,6 +49,8 @@ class ScpConfig:
     network_timeout: float
     max_associations: int
     allowed_calling_ae_titles: tuple[str, ...] = ()
+    #: ``calling AE title (upper case) -> configured source name``: recorded as the sender.
+    senders: Mapping[str, str] = field(default_factory=dict)
 
 
 def _text(ds: Dataset, keyword: str, limit: int = 64) -> str | None:
@@ -217,6 +219,7 @@ class StorageScp:
             size_bytes=len(data),
             sha256=digest,
             path=str(path),
+            sender=self._config.senders.get((calling or "").strip().upper()),
         )
         try:
             self._store.record_instance(received)

@@ -717,6 +717,51 @@ class Orthanc:
         result: list[Any] = response.json()
         return result
 
+    def add_dicomweb_server(
+        self, name: str, url: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Declare or replace a remote DICOMweb server (``PUT /dicom-web/servers/{name}``).
+
+        Parameters
+        ----------
+        name : str
+            Symbolic name of the server in Orthanc.
+        url : str
+            Its DICOMweb root, e.g. ``http://127.0.0.1:8042/dicom-web``.
+        headers : mapping of str to str, optional
+            HTTP headers sent with every request (``HttpHeaders``), e.g.
+            ``{"Authorization": "Bearer <token>"}``.
+        """
+        body: dict[str, Any] = {"Url": url}
+        if headers:
+            body["HttpHeaders"] = dict(headers)
+        self._check(self.http.put(f"/dicom-web/servers/{name}", json=body))
+
+    def stow_to_server(
+        self, name: str, resources: Sequence[str], *, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """STOW-RS resources to a declared DICOMweb server, waiting for the transfer.
+
+        ``POST /dicom-web/servers/{name}/stow`` with ``"Synchronous": true``.
+
+        Parameters
+        ----------
+        name : str
+            Name of the server (see :meth:`add_dicomweb_server`).
+        resources : sequence of str
+            Orthanc identifiers (patients, studies, series or instances).
+        timeout : float, optional
+            HTTP timeout, by default 60 s.
+
+        Returns
+        -------
+        dict
+            Orthanc's answer.
+        """
+        body = {"Resources": list(resources), "Synchronous": True}
+        result: dict[str, Any] = self.post_json(f"/dicom-web/servers/{name}/stow", body, timeout=timeout)
+        return result
+
 
 # --------------------------------------------------------------------------
 # dcmtk

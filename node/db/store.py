@@ -171,8 +171,9 @@ class AuditStore:
         sop_class_uid: str | None = None,
         study_instance_uid: str | None = None,
         size_bytes: int | None = None,
+        sender: str | None = None,
     ) -> None:
-        """Record an instance the node refused, with the status it answered."""
+        """Record an instance the node refused, with the status it answered (and its sender, when known)."""
         with self._sessions.begin() as s:
             s.add(
                 Instance(
@@ -181,6 +182,7 @@ class AuditStore:
                     study_instance_uid=study_instance_uid,
                     calling_ae_title=calling_ae_title,
                     source=source,
+                    sender=sender,
                     size_bytes=size_bytes,
                     status=InstanceStatus.REJECTED,
                     dimse_status=dimse_status,

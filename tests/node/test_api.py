@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from testing_constants import TEST_API_TOKEN
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
+from testing_constants import TEST_API_TOKEN
 
 from node.api import ApiContext, create_api
 from node.assembler import mint_result_uids
@@ -120,6 +120,45 @@ def test_no_token_configured_is_503_saying_how_to_fix_it(tmp_path: Path, sqlite_
     protected = create_api(_context(store, tmp_path, ApiSettings(protect_metrics=True), ("x" * 16,), []))
     with TestClient(protected) as client:
         _error(client.get("/metrics"), 401)
+    engine.dispose()
+
+
+SENDER_TOKEN = "sender-token-of-the-pacs-0001"
+SENDER = {"Authorization": f"Bearer {SENDER_TOKEN}"}
+
+
+def _with_senders(store: AuditStore, tmp_path: Path, api: ApiSettings, tokens: tuple[str, ...]) -> Any:
+    ctx = replace(_context(store, tmp_path, api, tokens, []), sender_tokens={SENDER_TOKEN: "pacs"})
+    return create_api(ctx)
+
+
+def test_sender_token_opens_stow_only(tmp_path: Path, sqlite_url: str) -> None:
+    """A PACS's sender token may store (STOW-RS) but not read /dicom-web nor use the REST API."""
+    engine = make_engine(sqlite_url)
+    migrate(engine)
+    store = AuditStore(engine)
+
+    def stow(client: TestClient, headers: dict[str, str]) -> Any:
+        # a body STOW-RS refuses with 415 once the caller is authenticated
+        return client.post("/dicom-web/studies", headers=headers | {"Content-Type": "text/plain"}, content=b"x")
+
+    with TestClient(_with_senders(store, tmp_path, ApiSettings(), (TEST_API_TOKEN,))) as client:
+        assert stow(client, SENDER).status_code == 415  # past authentication
+        assert stow(client, AUTH).status_code == 415
+        assert stow(client, {}).status_code == 401
+        error = _error(client.get("/dicom-web/studies", headers=SENDER), 401)  # no reading what others sent
+        assert error["message"] == "the API token is not valid"
+        assert client.get("/dicom-web/studies", headers=AUTH).status_code in (200, 204)
+        _error(client.get("/api/jobs", headers=SENDER), 401)  # least privilege: no REST API
+        _error(client.post("/api/inference-requests", headers=SENDER,
+                           json={"study_instance_uid": "1.2.3", "source": "pacs"}), 401)
+        assert client.get("/api/jobs", headers=AUTH).status_code == 200
+        _error(client.get("/dicom-web/studies", headers={"Authorization": "Bearer nope-nope-nope-nope"}), 401)
+    # sender tokens alone open STOW-RS; reading and the REST API say no API token is configured
+    with TestClient(_with_senders(store, tmp_path, ApiSettings(), ())) as client:
+        assert stow(client, SENDER).status_code == 415
+        _error(client.get("/dicom-web/studies", headers=SENDER), 503)
+        _error(client.get("/api/jobs", headers=SENDER), 503)
     engine.dispose()
 
 

@@ -92,3 +92,44 @@ def test_settings_are_frozen() -> None:
     settings = load_settings()
     with pytest.raises(Exception):
         settings.node.dicom_port = 1  # type: ignore[misc]
+
+
+_SENDER = "sender-token-for-the-pacs-0001"
+
+
+def _sources(**extra: object) -> dict[str, object]:
+    return {"url": "http://127.0.0.1:8042/dicom-web"} | extra
+
+
+def test_sender_tokens_map_each_token_to_its_source() -> None:
+    settings = load_settings(overrides={"sources": {
+        "pacs": {"dicomweb": _sources(), "api_tokens": [_SENDER]},
+        "archive": {"dimse": {"ae_title": "ARCHIVE", "host": "127.0.0.1", "port": 104},
+                    "api_tokens": ["sender-token-for-the-archive"]},
+    }})
+    assert settings.sender_tokens == {_SENDER: "pacs", "sender-token-for-the-archive": "archive"}
+    assert _SENDER not in settings.api_tokens  # a sender token is not an API token
+    assert _SENDER not in repr(settings.sources["pacs"])  # a secret, not printed
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"sources": {"pacs": {"dicomweb": _sources(), "api_tokens": ["short"]}}}, "at least 16"),
+        ({"sources": {"a": {"dicomweb": _sources(), "api_tokens": [_SENDER]},
+                      "b": {"dicomweb": _sources(), "api_tokens": [_SENDER]}}},
+         "sources.b.api_tokens: the same token is also given to source 'a'"),
+        ({"api": {"tokens": [_SENDER]}, "sources": {"pacs": {"dicomweb": _sources(), "api_tokens": [_SENDER]}}},
+         "sources.pacs.api_tokens: a sender token must differ from the API tokens"),
+    ],
+)
+def test_sender_tokens_are_checked(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides=overrides)
+    assert message in str(info.value)
+
+
+def test_sender_token_must_differ_from_the_environment_api_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AINODE_API_TOKEN", _SENDER)
+    with pytest.raises(ConfigError, match="must differ from the API tokens"):
+        load_settings(overrides={"sources": {"pacs": {"dicomweb": _sources(), "api_tokens": [_SENDER]}}})

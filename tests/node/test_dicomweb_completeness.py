@@ -52,6 +52,8 @@ def test_waits_for_the_rest_of_the_study(how: str, sqlite_url: str, make_node: C
     [done] = peers.wait_for(lambda: node.store.events(study_uid, kind="study_complete"), timeout=30,
                             what="the study to be complete")
     assert "complete by evidence" in (done.detail or "") and "64 new instances" in (done.detail or "")
+    # the audit record names the configured source that sent each instance (known by its AE title)
+    assert {i.sender for i in node.store.instances(study_uid)} == {"pacs"}
 
 
 def test_bounded_wait_then_analyse_what_arrived(sqlite_url: str, make_node: Callable[..., Any],
