@@ -108,6 +108,9 @@ FRAME_OF_REFERENCE_UID: Final = Code("112227", "DCM", "Frame of Reference UID")
 
 #: Title of the Key Object Selection document (PS3.16 CID 7010, DCM 113000).
 OF_INTEREST: Final = Code("113000", "DCM", "Of Interest")
+#: Title of an IHE IOCM rejection note (CID 7010, DCM 113001): the referenced
+#: instances are withdrawn; an archive that supports IOCM hides them.
+REJECTED_FOR_QUALITY_REASONS: Final = Code("113001", "DCM", "Rejected for Quality Reasons")
 
 #: Document Title of the encapsulated PDF summary (LOINC 18748-4
 #: "Diagnostic imaging study", PS3.16 CID 7020 "Document Titles").

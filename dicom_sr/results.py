@@ -45,6 +45,7 @@ def write_results(
     identities: Mapping[str, ResultIdentity] | None = None,
     profile: ViewerProfile | None = None,
     prior_images: Sequence[Dataset] = (),
+    primary_outputs: bool = True,
 ) -> tuple[Dataset, ...]:
     """Write the result objects of ``findings`` in the requested formats.
 
@@ -104,6 +105,11 @@ def write_results(
     prior_images : Sequence[pydicom.dataset.Dataset]
         Metadata of the prior series of ``findings.registrations``, if the
         node has it: the Spatial Registration then references its images.
+    primary_outputs : bool
+        Write the derived series and registration objects (default). A
+        caller writing a second set of viewer-profiled objects (another
+        ``profile``) for the same findings passes ``False``: those objects
+        do not depend on the profile and are written once.
 
     Returns
     -------
@@ -178,7 +184,7 @@ def write_results(
         )
         if kos is not None:
             results.append(kos)
-    if findings.derived_series or findings.registrations:
+    if primary_outputs and (findings.derived_series or findings.registrations):
         check_source_images(source_images, findings)
         check_algorithm(findings, algorithm)
         fallback = ids.get(ResultFormat.SEG) or ids.get(ResultFormat.SR)

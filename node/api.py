@@ -195,6 +195,8 @@ class JobView(BaseModel):
     error: str | None
     run_seconds: float | None
     inference_request_id: int | None = None
+    #: The job that replaced this one (``late_series: rerun``); its rejection note withdraws these results.
+    superseded_by_job_id: int | None = None
 
 
 class JobDetail(JobView):
@@ -292,6 +294,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "attempts": job.attempts, "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "delivered_at": job.delivered_at, "error": job.error,
         "run_seconds": run, "inference_request_id": job.inference_request_id,
+        "superseded_by_job_id": job.superseded_by_job_id,
     }
 
 
@@ -301,7 +304,7 @@ def job_detail(job: Job, deliveries: list[Delivery], attempts: list[DeliveryAtte
         "outputs": [
             {"id": o.id, "kind": o.kind, "sop_class_uid": o.sop_class_uid, "sop_instance_uid": o.sop_instance_uid,
              "series_instance_uid": o.series_instance_uid, "path": o.path, "size_bytes": o.size_bytes,
-             "sha256": o.sha256}
+             "sha256": o.sha256, "variant": o.variant}
             for o in job.outputs
         ],
         "deliveries": [

@@ -34,7 +34,14 @@ from node.metrics import NodeMetrics
 from node.retrieve import Retriever, plan_request_jobs, query_counts
 from node.runner import ProcessRunner
 from node.storage import Spool
-from node.work import JobSpec, PriorInputs, configured_pipeline_class, pipeline_class
+from node.work import (
+    JobSpec,
+    PriorInputs,
+    ResultVariant,
+    SupersededOutput,
+    configured_pipeline_class,
+    pipeline_class,
+)
 from pipelines.errors import PipelineError
 
 logger = logging.getLogger(__name__)
@@ -212,8 +219,21 @@ class Node:
             destination = self.settings.destinations.get(name)
             if destination is not None:
                 wanted.update(destination.formats)
-        order = ("seg", "sr", "sc", "pdf", "ko")
-        return tuple(f for f in order if f in wanted) or ("seg", "sr")
+        return _ordered(wanted) or ("seg", "sr")
+
+    def _variants(self, job: Job) -> tuple[ResultVariant, ...]:
+        """One result variant per distinct profile among the job's destinations."""
+        grouped: dict[str, tuple[set[str], dict[str, Any]]] = {}
+        for name in (job.destinations or {}).get("names", []):
+            destination = self.settings.destinations.get(name)
+            if destination is None:
+                continue
+            formats, _ = grouped.setdefault(
+                destination.variant,
+                (set(), destination.profile.effective(destination.formats).model_dump()))
+            formats.update(destination.formats)
+        return tuple(ResultVariant.from_settings(key, _ordered(formats), options)
+                     for key, (formats, options) in grouped.items())
 
     # -- wiring callbacks --------------------------------------------------------
 
@@ -229,6 +249,11 @@ class Node:
             sr_series_number=node.sr_series_number,
             device=self.device,
             formats=self._formats(job),
+            variants=self._variants(job),
+            superseded=tuple(
+                SupersededOutput(o.job_id, o.variant, o.sop_class_uid, o.sop_instance_uid,
+                                 o.series_instance_uid, o.path)
+                for o in self.store.superseded_outputs(job.id) if o.kind != "REJECT"),
             pipeline_config=(
                 self.settings.pipelines[job.pipeline_name].model_dump(mode="json")
                 if job.pipeline_name in self.settings.pipelines else None
@@ -331,3 +356,11 @@ def _guarded(fn: Any) -> Any:
             logger.exception("%s failed; will retry at the next tick", getattr(fn, "__qualname__", fn))
 
     return run
+
+
+_FORMAT_ORDER = ("seg", "sr", "sc", "pdf", "ko")
+
+
+def _ordered(formats: set[str]) -> tuple[str, ...]:
+    """Result formats in the order they are written."""
+    return tuple(f for f in _FORMAT_ORDER if f in formats)

@@ -11,8 +11,9 @@ the decision and its evidence are in the ``study_complete`` audit row.
 
 Instances that arrive after a study's jobs were created make it pending
 again. Each route's ``late_series`` policy says what then runs: ``add``
-analyses the new or changed series; ``rerun`` analyses every series of the
-study the route matched again.
+analyses the new or changed series and keeps earlier results; ``rerun``
+analyses every series of the study the route matched again and replaces
+the earlier results: the new job's rejection note (IHE IOCM) withdraws them.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def series_attributes(instances: Sequence[Instance]) -> SeriesAttributes:
 
 
 #: Every result kind a destination may ask for (``formats``); UIDs are minted for all.
-RESULT_KINDS = ("SEG", "SR", "SC", "PDF", "KO", "DERIVED", "REG")
+RESULT_KINDS = ("SEG", "SR", "SC", "PDF", "KO", "DERIVED", "REG", "REJECT")
 
 
 def mint_result_uids(formats: Sequence[str] = RESULT_KINDS) -> dict[str, dict[str, str]]:
@@ -238,6 +239,7 @@ class StudyAssembler:
                         destinations=decision.send_to,
                         result_uids=mint_result_uids(),
                         inputs=tuple((i.id, i.sop_instance_uid or "", i.path or "") for i in instances),
+                        replaces_earlier=self._policy(decision.route_name) == "rerun",
                     )
                 )
         pending_ids = [i.id for instances in by_series.values() for i in instances if not i.dispatched]

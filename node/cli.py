@@ -225,10 +225,10 @@ def jobs_show(ctx: typer.Context, job_id: int,
         history.add_row(f"{e['at']:%Y-%m-%d %H:%M:%S.%f}"[:-3], e["kind"], e["detail"] or "")
     console.print(history)
     outputs = Table(title="Outputs")
-    for col in ("kind", "SOP Instance UID", "bytes", "path"):
+    for col in ("kind", "profile", "SOP Instance UID", "bytes", "path"):
         outputs.add_column(col)
     for o in d["outputs"]:
-        outputs.add_row(o["kind"], o["sop_instance_uid"], str(o["size_bytes"]), o["path"])
+        outputs.add_row(o["kind"], o.get("variant") or "all", o["sop_instance_uid"], str(o["size_bytes"]), o["path"])
     console.print(outputs)
     attempts = Table(title="Delivery attempts")
     for col in ("attempt", "output", "ok", "status", "error"):

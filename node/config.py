@@ -203,9 +203,9 @@ class Source(_Model):
     ``calling_ae_titles`` lists the AE titles with which this PACS sends to
     the node by C-STORE; studies it sends are checked for completeness
     against it (by default the ``dimse.ae_title``). ``api_tokens`` are the
-    bearer tokens it presents when it sends by STOW-RS: the DICOMweb
-    endpoints accept them (and only them: not the REST API), and studies
-    sent with one are checked against this source.
+    bearer tokens it presents when it sends by STOW-RS: STOW-RS accepts
+    them (nothing else does: not QIDO-RS/WADO-RS, not the REST API), and
+    studies sent with one are checked against this source.
     """
 
     dimse: DimseSource | None = None
@@ -337,7 +337,10 @@ class Route(_Model):
     #: series get their own jobs, a series that gained instances is analysed
     #: again as a whole; earlier results stay. ``rerun``: every series of the
     #: study this route matched is analysed again in new jobs (the decision is
-    #: in the ``study_complete`` audit event); earlier results are not withdrawn.
+    #: in the ``study_complete`` audit event) and replaces the earlier results:
+    #: the earlier jobs are marked superseded (a queued one is cancelled), and
+    #: each new job sends an IHE IOCM rejection note (KOS "Rejected for Quality
+    #: Reasons") withdrawing the earlier job's results.
     late_series: Literal["add", "rerun"] = "add"
 
 

@@ -45,6 +45,8 @@ class SendResult:
     started: datetime
     finished: datetime
     http_status: int | None = None
+    #: Failed for a reason retrying cannot mend (decided here, not by the peer).
+    permanent: bool = False
 
 
 def _contexts(datasets: Sequence[Dataset]) -> list[tuple[str, list[str]]]:
@@ -175,8 +177,13 @@ class Egress:
                 SendResult(o.id, False, None, f"destination {delivery.destination!r} is no longer configured",
                            utcnow(), utcnow()) for o in outputs
             ], attempt_no)
+        missing = self._missing_variant(delivery.job_id, destination)
+        if missing:
+            return self._record(delivery_id, [
+                SendResult(o.id, False, None, missing, utcnow(), utcnow(), permanent=True) for o in outputs
+            ], attempt_no, delivery.destination)
         accepted = self._store.accepted_outputs(delivery_id)
-        selected = [o for o in outputs if _wanted(o.kind, destination.formats) and o.id not in accepted]
+        selected = [o for o in outputs if _wanted(o, destination) and o.id not in accepted]
         if destination.dicomweb is not None:
             sent = StowSender(destination.dicomweb).send([(o.id, o.path, o.sop_instance_uid) for o in selected])
             results = [SendResult(r.output_id, r.succeeded, r.failure_reason, r.error, r.started, r.finished,
@@ -186,6 +193,18 @@ class Egress:
         if items and destination.dimse is not None:
             results += DimseSender(self._calling, destination.dimse).send(items)
         return self._record(delivery_id, results, attempt_no, delivery.destination)
+
+    def _missing_variant(self, job_id: int, destination: Destination) -> str | None:
+        """Why the job has no results shaped for this destination's profile, if it has none.
+
+        A job writes one set per profile its destinations had when it ran;
+        a profile changed since then needs a re-run, not a silent partial send.
+        """
+        written = (self._store.job_summary(job_id) or {}).get("variants")
+        if not written or destination.variant in written:
+            return None
+        return (f"the job's results were written for the profiles {sorted(written)}, not for this "
+                f"destination's profile {destination.variant!r} (changed since?): re-run the job")
 
     def _load(self, outputs: Sequence[Output]) -> tuple[list[tuple[int, Dataset]], list[SendResult]]:
         items: list[tuple[int, Dataset]] = []
@@ -227,6 +246,8 @@ def _is_permanent(result: SendResult) -> bool:
     supported). HTTP: a 4xx other than 408 (timeout), 409 (judged by its
     per-instance reasons) and 429 (busy).
     """
+    if result.permanent:
+        return True
     if result.http_status is not None and 400 <= result.http_status < 500 \
             and result.http_status not in (408, 409, 429):
         return True
@@ -237,9 +258,13 @@ def _is_permanent(result: SendResult) -> bool:
 
 
 #: Result kinds every destination gets: they are the primary output of their
-#: pipelines (reformatted series, spatial registrations), not a viewer format.
-PRIMARY_KINDS = frozenset({"DERIVED", "REG"})
+#: pipelines (reformatted series, spatial registrations), not a viewer format;
+#: and rejection notes withdrawing superseded results (IHE IOCM).
+PRIMARY_KINDS = frozenset({"DERIVED", "REG", "REJECT"})
 
 
-def _wanted(kind: str, formats: Sequence[str]) -> bool:
-    return kind in PRIMARY_KINDS or kind.lower() in formats
+def _wanted(output: Output, destination: Destination) -> bool:
+    """Whether a destination gets an output: its format, shaped for its profile."""
+    if output.variant is not None and output.variant != destination.variant:
+        return False
+    return output.kind in PRIMARY_KINDS or output.kind.lower() in destination.formats

@@ -14,16 +14,21 @@ import importlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
 import dicom_sr
-from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity
+import dicom_sr.kos
+from dicom_sr.codes import REJECTED_FOR_QUALITY_REASONS
+from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity, derived_uid
+from dicom_sr.profile import ScFrames, SegmentationType, ViewerProfile
+from dicom_sr.seg import segments_overlap
 from node.db.store import WrittenOutput
 from node.errors import InputError, JobError
 from node.storage import safe_uid, write_atomic
@@ -62,6 +67,55 @@ class PriorInputs:
             raise JobError("a prior series needs at least one instance")
 
 
+#: Result formats whose objects depend on the destination's profile (see
+#: :class:`node.config.ResultProfile`); the others are written once per job.
+PROFILED_FORMATS = ("seg", "sr", "sc", "ko")
+#: The variant whose objects carry the UIDs minted for the job.
+DEFAULT_VARIANT = "default"
+
+
+@dataclass(frozen=True)
+class ResultVariant:
+    """One set of viewer-profiled result objects, for the destinations sharing a profile.
+
+    Parameters
+    ----------
+    key : str
+        :attr:`node.config.ResultProfile.key`, recorded with each output.
+    formats : tuple[str, ...]
+        What those destinations asked for (any of seg, sr, sc, pdf, ko).
+    profile : ViewerProfile
+        How to shape the SEG and the Secondary Captures.
+    """
+
+    key: str
+    formats: tuple[str, ...]
+    profile: ViewerProfile = field(default_factory=ViewerProfile)
+
+    @classmethod
+    def from_settings(cls, key: str, formats: tuple[str, ...], options: dict[str, Any]) -> ResultVariant:
+        """From a destination's ``profile`` options (:class:`node.config.ResultProfile` fields)."""
+        return cls(key, formats, ViewerProfile(
+            segmentation_type=SegmentationType(str(options.get("seg_type", "binary")).upper()),
+            omit_empty_frames=bool(options.get("omit_empty_frames", True)),
+            transfer_syntax_uid=(JPEG2000Lossless if options.get("seg_compression") == "jpeg2000-lossless"
+                                 else ExplicitVRLittleEndian),
+            sc_frames=ScFrames(str(options.get("sc_frames", "key")).upper()),
+        ))
+
+
+@dataclass(frozen=True)
+class SupersededOutput:
+    """A result object of an earlier job this job replaces (``late_series: rerun``)."""
+
+    job_id: int
+    variant: str | None
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    path: str
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """Everything a worker needs to run one job (picklable)."""
@@ -78,6 +132,15 @@ class JobSpec:
     series_numbers: dict[str, int] = field(default_factory=dict)
     pipeline_config: dict[str, Any] | None = None
     prior: PriorInputs | None = None
+    #: One per distinct destination profile; empty: one default variant of ``formats``.
+    variants: tuple[ResultVariant, ...] = ()
+    #: Results of the earlier jobs this one replaces: a rejection note withdraws them.
+    superseded: tuple[SupersededOutput, ...] = ()
+
+    def result_variants(self) -> tuple[ResultVariant, ...]:
+        """The variants to write, the default one (if any) first."""
+        variants = self.variants or (ResultVariant(DEFAULT_VARIANT, self.formats),)
+        return tuple(sorted(variants, key=lambda v: (v.key != DEFAULT_VARIANT, v.key)))
 
 
 @dataclass(frozen=True)
@@ -189,7 +252,7 @@ def _summary(findings: Findings, voxel_ml: float) -> dict[str, Any]:
     }
 
 
-def _write(ds: Dataset, out_dir: Path, kind: str) -> WrittenOutput:
+def _write(ds: Dataset, out_dir: Path, kind: str, variant: str | None = None) -> WrittenOutput:
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     data = buffer.getbuffer()
@@ -204,6 +267,7 @@ def _write(ds: Dataset, out_dir: Path, kind: str) -> WrittenOutput:
         path=str(path),
         size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
+        variant=variant,
     )
 
 
@@ -212,34 +276,131 @@ _KIND_BY_MODALITY = {"SEG": "SEG", "SR": "SR", "DOC": "PDF", "KO": "KO", "REG": 
 #: ImageType value 3 of derived image series (reformats, MIPs): the pipeline's primary output.
 _DERIVED_IMAGE_TYPES = {"REFORMATTED", "MIP", "MINIP"}
 _DESCRIPTIONS = {"seg": "SEG", "sr": "report", "sc": "overlay (not for diagnosis)", "pdf": "PDF report",
-                 "ko": "key images", "derived": "", "reg": "registration"}
-_DEFAULT_SERIES_OFFSET = {"seg": 0, "sr": 1, "sc": 2, "pdf": 3, "ko": 4, "reg": 5, "derived": 10}
+                 "ko": "key images", "derived": "", "reg": "registration", "reject": "withdrawn results"}
+_DEFAULT_SERIES_OFFSET = {"seg": 0, "sr": 1, "sc": 2, "pdf": 3, "ko": 4, "reg": 5, "reject": 6, "derived": 10}
 #: Written whenever a pipeline finds them, whatever a destination's formats: they are
 #: the primary output of reformat and prior-compare.
 PRIMARY_KINDS = ("derived", "reg")
 
 
-def _identities(spec: JobSpec, pipeline: Pipeline) -> dict[str, ResultIdentity]:
-    """One identity per result format, from the UIDs minted when the job was queued."""
+def _identities(
+    spec: JobSpec, pipeline: Pipeline, formats: Sequence[str], variant: str = DEFAULT_VARIANT
+) -> dict[str, ResultIdentity]:
+    """One identity per result format, from the UIDs minted when the job was queued.
+
+    The default variant's objects carry the minted UIDs; another variant's
+    profiled objects (SEG, SR, SC, KO) get UIDs derived from them and the
+    variant's key: the same on every re-run, distinct from the default's.
+    """
     identities = {}
-    for fmt in (*spec.formats, *PRIMARY_KINDS):
+    for fmt in formats:
         uids = spec.result_uids.get(fmt.upper())
         if uids is None:
             raise JobError(f"no result UIDs were minted for format {fmt!r}; re-run the job")
+        series_uid, sop_uid = uids["series_instance_uid"], uids["sop_instance_uid"]
+        if variant != DEFAULT_VARIANT and fmt in (*PROFILED_FORMATS, "reject"):
+            series_uid = derived_uid("variant-series", series_uid, variant)
+            sop_uid = derived_uid("variant-instance", sop_uid, variant)
         number = spec.series_numbers.get(fmt) or spec.seg_series_number + _DEFAULT_SERIES_OFFSET[fmt]
         if fmt == "sr":
             number = spec.series_numbers.get(fmt) or spec.sr_series_number
         identities[fmt] = ResultIdentity(
-            series_instance_uid=uids["series_instance_uid"],
-            sop_instance_uid=uids["sop_instance_uid"],
+            series_instance_uid=series_uid,
+            sop_instance_uid=sop_uid,
             series_number=number,
             series_description=f"AI {pipeline.name} {_DESCRIPTIONS[fmt]}".strip()[:64],
         )
     return identities
 
 
+def _writable(variant: ResultVariant, findings: Findings, notes: list[str]) -> ResultVariant:
+    """``variant``, or, when its LABELMAP cannot hold overlapping segments, the same as BINARY.
+
+    One destination's profile must not cost every destination its results;
+    the choice is in the job summary's notes.
+    """
+    if variant.profile.segmentation_type is not SegmentationType.LABELMAP or not segments_overlap(findings):
+        return variant
+    notes.append(f"profile {variant.key}: the segments overlap, which a LABELMAP SEG cannot hold; "
+                 "wrote a BINARY SEG instead")
+    return replace(variant, profile=replace(variant.profile, segmentation_type=SegmentationType.BINARY))
+
+
+def _reference(old: SupersededOutput, study_uid: str) -> Dataset:
+    """What a rejection note needs of a withdrawn object: its header, or its UIDs when the file is gone."""
+    try:
+        return dcmread(old.path, stop_before_pixels=True)
+    except (OSError, ValueError):
+        ds = Dataset()
+        ds.SOPClassUID, ds.SOPInstanceUID = old.sop_class_uid, old.sop_instance_uid
+        ds.SeriesInstanceUID, ds.StudyInstanceUID = old.series_instance_uid, study_uid
+        return ds
+
+
+def _rejection_notes(
+    spec: JobSpec, pipeline: Pipeline, source: Dataset, algorithm: AlgorithmIdentity,
+) -> list[WrittenOutput]:
+    """IHE IOCM rejection notes withdrawing the results of the jobs this one replaces.
+
+    One note per profile the earlier results were written for (each goes to
+    the destinations of that profile), listing that profile's objects and the
+    ones every destination got; one note for all when they had no profiles.
+    """
+    if not spec.superseded:
+        return []
+    keys = sorted({o.variant for o in spec.superseded if o.variant is not None})
+    groups = {key: [o for o in spec.superseded if o.variant in (key, None)] for key in keys} or \
+        {None: list(spec.superseded)}
+    earlier = ", ".join(str(j) for j in sorted({o.job_id for o in spec.superseded}))
+    reason = (f"Withdrawn: results of job {earlier}, superseded by job {spec.job_id} "
+              "(the series changed after it was analysed; late_series: rerun)")
+    outputs = []
+    for key, olds in groups.items():
+        [identity] = _identities(spec, pipeline, ["reject"], key or DEFAULT_VARIANT).values()
+        note = dicom_sr.kos.write_rejection_note(
+            [_reference(o, str(source.StudyInstanceUID)) for o in olds], source, identity, spec.device,
+            algorithm, reason=reason)
+        outputs.append(_write(note, Path(spec.output_dir), "REJECT", key))
+    return outputs
+
+
+def _write_variants(
+    spec: JobSpec, pipeline: Pipeline, sources: list[Dataset], findings: Findings,
+    algorithm: AlgorithmIdentity, prior_images: list[Dataset], notes: list[str],
+) -> list[WrittenOutput]:
+    """Write the job's result objects: one profiled set per variant, the rest once.
+
+    The first variant also carries what every destination gets alike (PDF,
+    derived series, registrations); those outputs have no variant.
+    """
+    variants = tuple(_writable(v, findings, notes) for v in spec.result_variants())
+    shared = [f for f in dict.fromkeys(f for v in variants for f in v.formats) if f not in PROFILED_FORMATS]
+    out_dir = Path(spec.output_dir)
+    outputs: list[WrittenOutput] = []
+    for index, variant in enumerate(variants):
+        profiled = [f for f in variant.formats if f in PROFILED_FORMATS]
+        formats = profiled + (shared if index == 0 else [])
+        # the SR and KOS reference a SEG even when the destinations do not take it
+        keys = [*formats, *(["seg"] if "seg" not in formats and {"sr", "ko"} & set(formats) else [])]
+        keys += list(PRIMARY_KINDS) if index == 0 else []
+        if not formats and index:
+            continue
+        objects = dicom_sr.write_results(
+            sources, findings, device=spec.device, algorithm=algorithm, formats=formats,
+            identities=_identities(spec, pipeline, keys, variant.key), profile=variant.profile,
+            prior_images=prior_images, primary_outputs=index == 0,
+        )
+        for ds in objects:
+            kind = _kind(ds)
+            outputs.append(_write(ds, out_dir, kind, variant.key if kind.lower() in PROFILED_FORMATS else None))
+    return outputs
+
+
 def _kind(ds: Dataset) -> str:
     """The kind recorded for a result object (egress selects by it)."""
+    title = ds.get("ConceptNameCodeSequence")
+    if ds.Modality == "KO" and title and title[0].CodeValue == REJECTED_FOR_QUALITY_REASONS.value:
+        return "REJECT"
     image_type = list(ds.get("ImageType", []))
     if len(image_type) > 2 and str(image_type[2]).upper() in _DERIVED_IMAGE_TYPES:
         return "DERIVED"
@@ -299,22 +460,22 @@ def execute_job(spec: JobSpec, cache: PipelineCache) -> JobOutcome:
     algorithm = AlgorithmIdentity(
         name=pipeline.name, version=pipeline.version, model_checksum=pipeline.model_checksum
     )
-    objects = dicom_sr.write_results(
-        sources, findings, device=spec.device, algorithm=algorithm,
-        formats=spec.formats, identities=_identities(spec, pipeline), prior_images=prior_images,
-    )
-    out_dir = Path(spec.output_dir)
-    outputs = tuple(_write(ds, out_dir, _kind(ds)) for ds in objects)
+    notes: list[str] = []
+    outputs = tuple(_write_variants(spec, pipeline, sources, findings, algorithm, prior_images, notes))
+    outputs += tuple(_rejection_notes(spec, pipeline, sources[0], algorithm))
     t4 = time.perf_counter()
     timings = {"initialize_s": t1 - t0, "load_s": t2 - t1, "analyse_s": t3 - t2, "write_s": t4 - t3}
     summary = _summary(findings, volume.voxel_volume_ml) | {
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "formats": list(spec.formats),
+        # which viewer profiles were written, with the formats of each (egress checks it)
+        "variants": {v.key: list(v.formats) for v in spec.result_variants()},
         # for model pipelines: where and at which precision the network ran
         "precision": getattr(pipeline, "precision", None),
         "device": str(getattr(pipeline, "device", "cpu")),
         "model_checksum": pipeline.model_checksum,
     }
+    summary["notes"] = [*summary["notes"], *notes]
     if findings.registrations:
         summary["registrations"] = _registration_summary(findings, spec.prior)
     return JobOutcome(outputs=outputs, summary=summary, pipeline_version=pipeline.version, timings=timings)

@@ -102,3 +102,29 @@ class Hog(Pipeline):
 
         hoard = np.ones((64, 1024, 1024, 1024), dtype=np.uint8)  # 64 GiB
         raise AssertionError(f"allocated {hoard.nbytes} bytes")
+
+
+class LungsAndBone(Pipeline):
+    """Not faulty: ct-anatomy's lungs and bone only, made disjoint, so a LABELMAP SEG can hold them."""
+
+    name = "lungs-and-bone"
+    version = "1.0.0"
+    accepts = _ANY_CT
+
+    def run(self, volume: Volume) -> Findings:
+        import dataclasses
+
+        from pipelines.ct_anatomy import CtAnatomyPipeline
+
+        found = CtAnatomyPipeline().run(volume)
+        lungs, bone = (next(s for s in found.segments if s.description.label.lower().startswith(name))
+                       for name in ("lung", "bone"))
+        renumber = {lungs.description.number: 1, bone.description.number: 2}
+        lungs = dataclasses.replace(lungs, description=dataclasses.replace(lungs.description, number=1))
+        bone = dataclasses.replace(bone, mask=bone.mask & ~lungs.mask,
+                                   description=dataclasses.replace(bone.description, number=2))
+        return dataclasses.replace(
+            found, pipeline_name=self.name, segments=(lungs, bone),
+            measurements=tuple(dataclasses.replace(m, segment_number=renumber[m.segment_number])
+                               for m in found.measurements if m.segment_number in renumber),
+        )

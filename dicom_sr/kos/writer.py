@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import highdicom as hd
 from pydicom.dataset import Dataset
 
-from dicom_sr.codes import OBSERVER_TYPE_DEVICE, OF_INTEREST, coded_concept
+from dicom_sr.codes import OBSERVER_TYPE_DEVICE, OF_INTEREST, REJECTED_FOR_QUALITY_REASONS, coded_concept
 from dicom_sr.equipment import result_object_arguments
 from dicom_sr.errors import EncodingError
 from dicom_sr.geometry import source_frames
@@ -61,22 +61,12 @@ def write_key_object_selection(
     for frame in keys:
         image, _ = frames.reference(frame)
         selected.setdefault(str(image.SOPInstanceUID), image)
-    observer = hd.sr.ObserverContext(
-        observer_type=coded_concept(OBSERVER_TYPE_DEVICE),
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=device.observer_uid,
-            name=device.observer_name,
-            manufacturer_name=device.manufacturer,
-            model_name=device.manufacturer_model_name,
-            serial_number=device.device_serial_number,
-        ),
-    )
     references = [*selected.values(), *results]
     try:
         content = hd.ko.KeyObjectSelection(
             document_title=coded_concept(OF_INTEREST),
             referenced_objects=references,
-            observer_device_context=observer,
+            observer_device_context=_device_observer(device),
             description=f"Key images of {algorithm.name} {algorithm.version}"[:1024],
         )
         document = hd.ko.KeyObjectSelectionDocument(
@@ -89,4 +79,72 @@ def write_key_object_selection(
     document.SeriesDescription = identity.series_description
     finish_result(document, source_images[0])
     logger.info("wrote KOS %s: %d key images", identity.sop_instance_uid, len(selected))
+    return document
+
+
+def _device_observer(device: DeviceIdentity) -> hd.sr.ObserverContext:
+    return hd.sr.ObserverContext(
+        observer_type=coded_concept(OBSERVER_TYPE_DEVICE),
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=device.observer_uid,
+            name=device.observer_name,
+            manufacturer_name=device.manufacturer,
+            model_name=device.manufacturer_model_name,
+            serial_number=device.device_serial_number,
+        ),
+    )
+
+
+def write_rejection_note(
+    rejected: Sequence[Dataset],
+    source_image: Dataset,
+    identity: ResultIdentity,
+    device: DeviceIdentity,
+    algorithm: AlgorithmIdentity,
+    *,
+    reason: str,
+) -> Dataset:
+    """Write an IHE IOCM rejection note withdrawing earlier results.
+
+    A KOS titled DCM 113001 "Rejected for Quality Reasons" (PS3.16 CID 7010)
+    that lists ``rejected`` (headers suffice): an archive that supports IOCM
+    (dcm4chee-arc, many vendor PACS) hides them; elsewhere the note shows in
+    the study as a KO series saying which results were withdrawn and why.
+
+    Parameters
+    ----------
+    rejected : Sequence[pydicom.dataset.Dataset]
+        The withdrawn result objects, all of ``source_image``'s study.
+    source_image : pydicom.dataset.Dataset
+        An image of the study (Patient and Study modules are copied from it).
+    reason : str
+        Why, in words (Key Object Description), e.g. "superseded by job 7".
+
+    Raises
+    ------
+    EncodingError
+        When nothing is rejected, or an object is of another study.
+    """
+    if not rejected:
+        raise EncodingError("a rejection note needs at least one rejected object")
+    study = str(source_image.StudyInstanceUID)
+    if any(str(ds.StudyInstanceUID) != study for ds in rejected):
+        raise EncodingError("a rejection note and the objects it rejects must be of one study")
+    try:
+        content = hd.ko.KeyObjectSelection(
+            document_title=coded_concept(REJECTED_FOR_QUALITY_REASONS),
+            referenced_objects=list(rejected),
+            observer_device_context=_device_observer(device),
+            description=reason[:1024],
+        )
+        document = hd.ko.KeyObjectSelectionDocument(
+            evidence=list(rejected),
+            content=content,
+            **result_object_arguments(identity, device, algorithm, full=False),
+        )
+    except ValueError as exc:
+        raise EncodingError(f"cannot encode rejection note: {exc}") from exc
+    document.SeriesDescription = identity.series_description
+    finish_result(document, source_image)
+    logger.info("wrote rejection note %s: %d objects withdrawn", identity.sop_instance_uid, len(rejected))
     return document

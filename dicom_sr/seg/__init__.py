@@ -6,6 +6,7 @@ from dicom_sr.seg.writer import (
     SEGMENTATION_TRANSFER_SYNTAXES,
     algorithm_identification,
     segment_tracking_uid,
+    segments_overlap,
     write_segmentation,
 )
 
@@ -13,5 +14,6 @@ __all__ = [
     "SEGMENTATION_TRANSFER_SYNTAXES",
     "algorithm_identification",
     "segment_tracking_uid",
+    "segments_overlap",
     "write_segmentation",
 ]

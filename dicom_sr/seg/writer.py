@@ -226,6 +226,18 @@ def _in_source_frame_order(array: np.ndarray, frames: SourceFrames) -> np.ndarra
     return ordered
 
 
+def segments_overlap(findings: Findings) -> bool:
+    """Whether two segments of ``findings`` share a voxel (then no LABELMAP can hold them)."""
+    if len(findings.segments) < 2:
+        return False
+    covered = np.zeros(findings.segments[0].mask.shape, dtype=np.bool_)
+    for segment in findings.segments:
+        if np.logical_and(covered, segment.mask).any():
+            return True
+        covered |= segment.mask
+    return False
+
+
 def _label_map(segments: Sequence[Segment]) -> np.ndarray | None:
     """Return the masks as one label map, or ``None`` if any two overlap."""
     dtype = np.uint8 if len(segments) <= np.iinfo(np.uint8).max else np.uint16

@@ -177,12 +177,15 @@ class Job(Base):
     inference_request_id: Mapped[int | None] = mapped_column(
         ForeignKey("inference_requests.id"), index=True
     )
+    #: The job that replaced this one (``late_series: rerun``): its results withdraw these.
+    superseded_by_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True)
 
     inputs: Mapped[list[JobInput]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="JobInput.id"
     )
     outputs: Mapped[list[Output]] = relationship(
-        back_populates="job", cascade="all, delete-orphan", order_by="Output.id"
+        back_populates="job", cascade="all, delete-orphan", order_by="Output.id",
+        foreign_keys="Output.job_id",
     )
     events: Mapped[list[Event]] = relationship(
         back_populates="job", order_by="Event.id", viewonly=True

@@ -73,6 +73,9 @@ class PlannedJob:
     destinations: tuple[str, ...]
     result_uids: dict[str, dict[str, str]]
     inputs: tuple[tuple[int, str, str], ...]  # (instance id, SOP Instance UID, path)
+    #: ``late_series: rerun``: this job replaces earlier jobs of the same route, series
+    #: and pipeline (they are marked superseded; its results withdraw theirs).
+    replaces_earlier: bool = False
 
 
 @dataclass(frozen=True)
@@ -334,6 +337,9 @@ class AuditStore:
                 s.add(Event(kind="job_queued", job_id=job.id, study_instance_uid=study_uid,
                             detail=f"route {job.route_name}, pipeline {job.pipeline_name}, "
                                    f"{len(job.inputs)} instances"))
+            for planned, job in zip(jobs, created, strict=True):
+                if planned.replaces_earlier:
+                    self._supersede(s, job, now)
             s.add(Event(kind="study_complete", study_instance_uid=study_uid,
                         detail=f"{len(ids)} new instances; {len(created)} jobs queued"
                                + (f"; {completeness}" if completeness else "")))
@@ -341,6 +347,28 @@ class AuditStore:
                 s.add(Event(kind="no_route", study_instance_uid=study_uid,
                             detail=f"series {series_uid} matched no route"))
             return [job.id for job in created]
+
+    def _supersede(self, s: Session, job: Job, now: datetime) -> None:
+        """Mark the earlier jobs ``job`` replaces: a queued one is cancelled, pending deliveries stop."""
+        earlier = s.scalars(select(Job).where(
+            Job.study_instance_uid == job.study_instance_uid, Job.series_instance_uid == job.series_instance_uid,
+            Job.route_name == job.route_name, Job.pipeline_name == job.pipeline_name,
+            Job.id != job.id, Job.superseded_by_job_id.is_(None)))
+        for old in earlier:
+            old.superseded_by_job_id = job.id
+            why = f"superseded by job {job.id} (late_series: rerun)"
+            if old.state is JobState.QUEUED:
+                old.state, old.finished_at, old.error = JobState.CANCELLED, now, why
+            s.execute(update(Delivery).where(Delivery.job_id == old.id, Delivery.state == DeliveryState.PENDING)
+                      .values(state=DeliveryState.FAILED, next_attempt_at=None, last_error=why))
+            s.add(Event(kind="job_superseded", job_id=old.id, study_instance_uid=job.study_instance_uid,
+                        detail=why + "; its results are withdrawn by a rejection note"))
+
+    def superseded_outputs(self, job_id: int) -> list[Output]:
+        """Result objects of the jobs ``job_id`` superseded (its rejection notes withdraw them)."""
+        with self._sessions() as s:
+            return list(s.scalars(select(Output).join(Job, Job.id == Output.job_id)
+                                  .where(Job.superseded_by_job_id == job_id).order_by(Output.id)))
 
     def _add_job(self, s: Session, planned: PlannedJob) -> Job:
         job = Job(
@@ -471,6 +499,11 @@ class AuditStore:
             delivery = s.get_one(Delivery, delivery_id)
             outputs = list(s.scalars(select(Output).where(Output.job_id == delivery.job_id).order_by(Output.id)))
             return delivery, outputs
+
+    def job_summary(self, job_id: int) -> dict[str, Any] | None:
+        """A job's summary (what the worker reported), or ``None``."""
+        with self._sessions() as s:
+            return s.scalar(select(Job.summary).where(Job.id == job_id))
 
     def accepted_outputs(self, delivery_id: int) -> set[int]:
         """Outputs this delivery's destination has already accepted (never sent twice)."""

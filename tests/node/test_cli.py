@@ -46,7 +46,8 @@ def test_jobs_table_and_show(demo_run: tuple[str, Path]) -> None:
     assert "ct-anatomy" in listing.output and "delivered" in listing.output
     show = runner.invoke(app, ["jobs", "--database-url", url, "show", "1"])
     assert show.exit_code == 0, show.output
-    for text in ("History", "job_queued", "job_started", "job_succeeded", "delivery_succeeded", "SEG", "SR"):
+    for text in ("History", "job_queued", "job_started", "job_succeeded", "delivery_succeeded", "SEG", "SR",
+                 "profile", "default"):
         assert text in show.output, text
     missing = runner.invoke(app, ["jobs", "--database-url", url, "show", "999"])
     assert missing.exit_code == 1 and "no job 999" in missing.output

@@ -110,6 +110,16 @@ def test_late_series_policy(policy: str, expected: int, tmp_path: Any) -> None:
     assert len(jobs) == expected
     analysed = sorted(store.get_job(j)[0].series_instance_uid for j in jobs)  # type: ignore[index]
     assert analysed == sorted([late] if policy == "add" else [first, late])
+    [first_job] = [j for j in store.list_jobs() if j.id not in jobs]
+    replacing = next((j for j in jobs if store.get_job(j)[0].series_instance_uid == first), None)  # type: ignore[index]
+    superseded = store.get_job(first_job.id)[0]  # type: ignore[index]
     if policy == "rerun":
         assert "late_series: rerun" in (store.events(study, kind="study_complete")[-1].detail or "")
+        # the earlier job of that series is replaced: still queued, so cancelled, and audited
+        assert superseded.superseded_by_job_id == replacing
+        assert superseded.state.value == "cancelled" and f"superseded by job {replacing}" in superseded.error
+        assert [e.job_id for e in store.events(study, kind="job_superseded")] == [first_job.id]
+    else:
+        assert superseded.superseded_by_job_id is None and superseded.state.value == "queued"
+        assert store.events(study, kind="job_superseded") == []
     engine.dispose()

@@ -1,4 +1,4 @@
-"""Sender of an instance (STOW-RS token or calling AE), viewer-profile variant of an output
+"""Sender of an instance, viewer-profile variant of an output, superseded jobs
 
 Revision ID: 0003
 Revises: 0002
@@ -9,6 +9,8 @@ evidence-based completeness can ask a DICOMweb-only PACS for its counts.
 ``outputs.variant`` names the viewer profile a result object was written for
 (one SEG/SR/SC/KO set per distinct destination profile); existing rows keep
 NULL, which egress treats as "for every destination", as before.
+``jobs.superseded_by_job_id`` links a job to the one that replaced it under
+``late_series: rerun`` (whose rejection note withdraws its results).
 """
 
 from __future__ import annotations
@@ -28,9 +30,17 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('sender', sa.String(length=64), nullable=True))
     with op.batch_alter_table('outputs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('variant', sa.String(length=64), nullable=True))
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('superseded_by_job_id', sa.Integer(), nullable=True))
+        batch_op.create_index(batch_op.f('ix_jobs_superseded_by_job_id'), ['superseded_by_job_id'], unique=False)
+        batch_op.create_foreign_key('fk_jobs_superseded_by_job_id', 'jobs', ['superseded_by_job_id'], ['id'])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_constraint('fk_jobs_superseded_by_job_id', type_='foreignkey')
+        batch_op.drop_index(batch_op.f('ix_jobs_superseded_by_job_id'))
+        batch_op.drop_column('superseded_by_job_id')
     with op.batch_alter_table('outputs', schema=None) as batch_op:
         batch_op.drop_column('variant')
     with op.batch_alter_table('instances', schema=None) as batch_op:
