@@ -25,10 +25,14 @@ from pydicom.uid import generate_uid
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pydicom.uid import JPEG2000Lossless
+
 from dicom_sr import (
     AlgorithmIdentity,
     DeviceIdentity,
     ResultIdentity,
+    SegmentationType,
+    ViewerProfile,
     write_pdf_report,
     write_results,
     write_secondary_captures,
@@ -133,6 +137,18 @@ def main() -> None:
         results,
         lambda: write_segmentation(slices, findings, _identity(1), device, algorithm),
     )
+    # the other viewer profiles a destination may ask for (one more SEG each)
+    profiles = {
+        "seg_labelmap": ViewerProfile(segmentation_type=SegmentationType.LABELMAP),
+        "seg_fractional_all_frames": ViewerProfile(segmentation_type=SegmentationType.FRACTIONAL,
+                                                   omit_empty_frames=False),
+        "seg_binary_jpeg2000": ViewerProfile(transfer_syntax_uid=JPEG2000Lossless),
+    }
+    profile_sizes = {}
+    for label, profile in profiles.items():
+        other = _timed(label, results, lambda profile=profile: write_segmentation(
+            slices, findings, _identity(1), device, algorithm, profile=profile))
+        profile_sizes[label] = _size([other])
     sr = _timed(
         "sr",
         results,
@@ -151,6 +167,7 @@ def main() -> None:
         "sr": _size([sr]),
         "sc": _size(sc),
         "pdf": _size([pdf]),
+        **profile_sizes,
     }
     results["sc_images"] = len(sc)
     ids = {name: _identity(10 + i) for i, name in enumerate(("seg", "sr", "sc", "pdf", "ko"))}

@@ -275,6 +275,9 @@ class InferenceRequestView(BaseModel):
     updated_at: datetime
     retrieved_instances: int
     error: str | None
+    #: Retrieval attempts so far; while queued after a failure, when the next one is due.
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
     jobs: list[InferenceJob]
 
 

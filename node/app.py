@@ -180,6 +180,7 @@ class Node:
                 request, series, settings.routes, tuple(settings.destinations), self._pipeline_info,
                 mint_result_uids),
             max_bytes=settings.api.max_upload_mb * 1024 * 1024, on_jobs=lambda _ids: self.runner.wake(),
+            policy=settings.retrieval,
         )
         self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
         self._http = _HttpServer(create_api(self._api_context()), node.http_host, node.http_port) if http else None

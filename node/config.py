@@ -385,6 +385,14 @@ class EgressSettings(_Model):
     backoff_max_seconds: float = Field(default=600.0, gt=0)
 
 
+class RetrievalSettings(_Model):
+    """Retry policy for inference requests whose retrieval failed (PACS down, study not there yet)."""
+
+    max_attempts: int = Field(default=5, ge=1)
+    backoff_initial_seconds: float = Field(default=10.0, gt=0)
+    backoff_max_seconds: float = Field(default=300.0, gt=0)
+
+
 class Settings(BaseSettings):
     """All of ainode's settings (frozen). Build with :func:`load_settings`."""
 
@@ -396,6 +404,7 @@ class Settings(BaseSettings):
     destinations: dict[str, Destination] = {}
     routes: tuple[Route, ...] = ()
     egress: EgressSettings = EgressSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
     sources: dict[str, Source] = {}
     pipelines: dict[str, ConfiguredPipeline] = {}
     api: ApiSettings = ApiSettings()

@@ -31,10 +31,10 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from node.config import DicomwebEndpoint, DimseSource, Route, Source
+from node.config import DicomwebEndpoint, DimseSource, RetrievalSettings, Route, Source
 from node.db.actions import JobActions
-from node.db.models import InferenceRequest, Instance
-from node.db.store import AuditStore, PlannedJob, ReceivedInstance
+from node.db.models import InferenceRequest, Instance, utcnow
+from node.db.store import AuditStore, PlannedJob, ReceivedInstance, backoff
 from node.dicomweb_multipart import ContentType, MultipartError, PartSpooler
 from node.dimse import StoreStatus, identify, is_success, quiet_pynetdicom, set_nodelay
 from node.errors import AinodeError, StorageError
@@ -296,8 +296,10 @@ class Retriever:
     def __init__(self, store: AuditStore, actions: JobActions, spool: Spool, stow: StowIngress,
                  sources: Mapping[str, Source], calling_ae_title: str,
                  plan: Callable[[InferenceRequest, dict[str, list[Instance]]], list[PlannedJob]],
-                 max_bytes: int, on_jobs: Callable[[list[int]], None] | None = None) -> None:
+                 max_bytes: int, on_jobs: Callable[[list[int]], None] | None = None,
+                 policy: RetrievalSettings | None = None) -> None:
         self._store, self._actions, self._spool, self._stow = store, actions, spool, stow
+        self._policy = policy or RetrievalSettings()
         self._sources = dict(sources)
         self._calling = calling_ae_title
         self._plan = plan
@@ -313,21 +315,34 @@ class Retriever:
         return handled
 
     def handle(self, request: InferenceRequest) -> None:
+        if request.source not in self._sources:  # retrying cannot mend this
+            self._actions.fail_request(request.id, f"source {request.source!r} is no longer configured")
+            return
         try:
             retrieved = self._retrieve(request)
         except (RetrieveError, OSError, httpx.HTTPError, RuntimeError, ValueError) as exc:
-            logger.warning("inference request %d: retrieval failed: %s", request.id, exc)
-            self._actions.fail_request(request.id, f"retrieval from {request.source} failed: {exc}")
+            logger.warning("inference request %d: retrieval failed (attempt %d): %s", request.id,
+                           request.attempts, exc)
+            self._failed(request, f"retrieval from {request.source} failed: {exc}")
             return
         series = self._store.study_series(request.study_instance_uid)
-        if not series:
-            self._actions.fail_request(request.id, f"{request.source} returned no instances of the study")
+        if not series:  # e.g. a RIS asked before the PACS had archived the study
+            self._failed(request, f"{request.source} returned no instances of the study")
             return
         planned = self._plan(request, series)
         ids = [i.id for instances in series.values() for i in instances]
         job_ids = self._actions.start_request_jobs(request.id, ids, planned, retrieved)
         if job_ids and self._on_jobs:
             self._on_jobs(job_ids)
+
+    def _failed(self, request: InferenceRequest, error: str) -> None:
+        """Retry with backoff (the PACS may be down, or not hold the study yet), up to ``max_attempts``."""
+        policy = self._policy
+        if request.attempts >= policy.max_attempts:
+            self._actions.fail_request(request.id, f"{error} (after {request.attempts} attempts)")
+            return
+        delay = backoff(request.attempts, policy.backoff_initial_seconds, policy.backoff_max_seconds)
+        self._actions.retry_request(request.id, error, utcnow() + delay)
 
     def _retrieve(self, request: InferenceRequest) -> int:
         source = self._sources.get(request.source)

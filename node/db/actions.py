@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import selectinload
 
 from node.db.models import (
@@ -141,14 +142,27 @@ class JobActions:
             return request.id
 
     def claim_request(self) -> InferenceRequest | None:
-        """Move the oldest queued request to retrieving and return it."""
+        """Move the oldest due queued request to retrieving, count the attempt, and return it."""
+        now = utcnow()
         with self._store.transaction() as s:
-            request = s.scalar(select(InferenceRequest).where(InferenceRequest.state == RequestState.QUEUED)
-                               .order_by(InferenceRequest.id).limit(1))
+            request = s.scalar(select(InferenceRequest).where(
+                InferenceRequest.state == RequestState.QUEUED,
+                or_(InferenceRequest.next_attempt_at.is_(None), InferenceRequest.next_attempt_at <= now))
+                .order_by(InferenceRequest.id).limit(1))
             if request is None:
                 return None
-            request.state, request.updated_at = RequestState.RETRIEVING, utcnow()
+            request.state, request.updated_at = RequestState.RETRIEVING, now
+            request.attempts += 1
             return request
+
+    def retry_request(self, request_id: int, error: str, at: datetime) -> None:
+        """Queue a request whose retrieval failed again, from ``at``."""
+        with self._store.transaction() as s:
+            request = s.get_one(InferenceRequest, request_id)
+            request.state, request.next_attempt_at, request.updated_at = RequestState.QUEUED, at, utcnow()
+            request.error = f"attempt {request.attempts} failed: {error}; retrying at {at:%H:%M:%S} UTC"
+            s.add(Event(kind="inference_retry", study_instance_uid=request.study_instance_uid,
+                        detail=f"request {request_id}: {request.error}"))
 
     def requeue_interrupted_requests(self) -> None:
         with self._store.transaction() as s:
@@ -229,6 +243,7 @@ def request_json(view: RequestView) -> dict[str, Any]:
         "pipelines": r.pipelines.get("names", []), "destinations": r.destinations.get("names", []),
         "state": r.state.value, "created_at": r.created_at, "updated_at": r.updated_at,
         "retrieved_instances": r.retrieved_instances, "error": r.error,
+        "attempts": r.attempts, "next_attempt_at": r.next_attempt_at,
         "jobs": [{"id": j.id, "state": j.state.value, "pipeline": j.pipeline_name,
                   "series_instance_uid": j.series_instance_uid} for j in view.jobs],
     }

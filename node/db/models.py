@@ -282,6 +282,9 @@ class InferenceRequest(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     retrieved_instances: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    #: Retrieval attempts so far; a failed one is retried (``retrieval``) from ``next_attempt_at``.
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
 
 
 class Event(Base):

@@ -70,13 +70,38 @@ def test_pull_analyse_and_send_back(how: str, sqlite_url: str, make_node: Callab
 def test_unknown_study_fails_the_request(sqlite_url: str, make_node: Callable[..., Any],
                                          orthanc: peers.Orthanc) -> None:
     sources, destinations = _sources(orthanc, "c-get")
-    node = make_node(sqlite_url, sources=sources, destinations=destinations)
+    node = make_node(sqlite_url, sources=sources, destinations=destinations,
+                     retrieval={"max_attempts": 2, "backoff_initial_seconds": 0.5})
     orthanc.add_modality("ainode", "AINODE", "127.0.0.1", node.dicom_port)
     request_id = _request(node, {"study_instance_uid": generate_uid(), "source": "pacs"}).json()["id"]
     done = peers.wait_for(lambda: (s := _state(node, request_id))["state"] == "failed" and s,
                           timeout=60, what="the request to fail")
     # Orthanc answers the C-GET of an unknown study with 0xC000; an empty success would read "no instances"
     assert "C-GET ended with status 0xC000" in done["error"] or "no instances" in done["error"]
+    assert done["attempts"] == 2 and "after 2 attempts" in done["error"]  # retried once, then given up
+
+
+def test_request_before_the_pacs_has_the_study_is_retried(
+    sqlite_url: str, make_node: Callable[..., Any], orthanc: peers.Orthanc, chest_phantom: Any
+) -> None:
+    """A RIS asks for AI before the PACS has archived the study: the node retries with backoff."""
+    sources, destinations = _sources(orthanc, "c-get")
+    node = make_node(sqlite_url, sources=sources, destinations=destinations,
+                     retrieval={"max_attempts": 10, "backoff_initial_seconds": 1, "backoff_max_seconds": 2})
+    orthanc.add_modality("ainode", "AINODE", "127.0.0.1", node.dicom_port)
+    study_uid = str(chest_phantom.datasets[0].StudyInstanceUID)
+    request_id = _request(node, {"study_instance_uid": study_uid, "source": "pacs",
+                                 "pipelines": ["ct-anatomy"]}).json()["id"]
+    waiting = peers.wait_for(lambda: (s := _state(node, request_id))["attempts"] >= 1 and s["state"] == "queued"
+                             and s, timeout=60, what="the first attempt to fail and be rescheduled")
+    assert waiting["next_attempt_at"] and "retrying at" in waiting["error"]
+    assert node.store.events(study_uid, kind="inference_retry")
+    for ds in chest_phantom.datasets:  # the study reaches the PACS
+        orthanc.upload(ds)
+    done = peers.wait_for(lambda: (s := _state(node, request_id))["state"] in ("succeeded", "failed") and s,
+                          timeout=180, interval=0.3, what="the retried request to finish")
+    assert done["state"] == "succeeded", done
+    assert done["attempts"] >= 2 and done["retrieved_instances"] == len(chest_phantom.datasets)
 
 
 def test_bad_requests_are_refused(sqlite_url: str, make_node: Callable[..., Any]) -> None:

@@ -1,4 +1,4 @@
-"""Sender of an instance, viewer-profile variant of an output, superseded jobs
+"""Sender of an instance, viewer-profile variant of an output, superseded jobs, request retries
 
 Revision ID: 0003
 Revises: 0002
@@ -11,6 +11,8 @@ evidence-based completeness can ask a DICOMweb-only PACS for its counts.
 NULL, which egress treats as "for every destination", as before.
 ``jobs.superseded_by_job_id`` links a job to the one that replaced it under
 ``late_series: rerun`` (whose rejection note withdraws its results).
+``inference_requests.attempts`` / ``next_attempt_at``: failed retrievals are
+retried with backoff.
 """
 
 from __future__ import annotations
@@ -34,9 +36,15 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('superseded_by_job_id', sa.Integer(), nullable=True))
         batch_op.create_index(batch_op.f('ix_jobs_superseded_by_job_id'), ['superseded_by_job_id'], unique=False)
         batch_op.create_foreign_key('fk_jobs_superseded_by_job_id', 'jobs', ['superseded_by_job_id'], ['id'])
+    with op.batch_alter_table('inference_requests', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('attempts', sa.Integer(), nullable=False, server_default='0'))
+        batch_op.add_column(sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('inference_requests', schema=None) as batch_op:
+        batch_op.drop_column('next_attempt_at')
+        batch_op.drop_column('attempts')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_constraint('fk_jobs_superseded_by_job_id', type_='foreignkey')
         batch_op.drop_index(batch_op.f('ix_jobs_superseded_by_job_id'))
