@@ -334,15 +334,18 @@ _RENDERED_RESPONSE: dict[int | str, dict[str, Any]] = {
                       for t in dicomweb_frames.RENDERED_MEDIA_TYPES}},
 }
 _FRAME_ERRORS = _documented(400, 404, 406)
+_FRAMES_TOO_LARGE: dict[int | str, dict[str, Any]] = {413: {
+    "model": ErrorBody, "description": "The frames would make a response over the node's limit: ask for fewer"}}
 
 
 def _frame_routes(router: APIRouter, instance: Callable[[str, str, str], HeldFile]) -> None:
     @router.get(f"{_INSTANCE}/frames/{{frame_list}}", summary="WADO-RS Retrieve Frames",
-                responses=_MULTIPART_RESPONSE | _FRAME_ERRORS, response_class=Response)
+                responses=_MULTIPART_RESPONSE | _FRAME_ERRORS | _FRAMES_TOO_LARGE, response_class=Response)
     def retrieve_frames(request: Request, study_uid: StudyUid, series_uid: SeriesUid, sop_uid: SopUid,
                         frame_list: FrameList) -> Response:
         """Frames as native bytes (application/octet-stream, the default) or as stored (image/*,
-        transfer-syntax=*), one part per frame, in the order asked (PS3.18 10.4.1.1.5)."""
+        transfer-syntax=*), one part per frame, in the order asked, streamed (PS3.18 10.4.1.1.5).
+        A list may repeat frames, but hold no more entries than the instance has frames (nor over 1024)."""
         return _frames(instance(study_uid, series_uid, sop_uid), frame_list, request.headers.get("accept"))
 
     @router.get(f"{_INSTANCE}/rendered", summary="WADO-RS Retrieve Rendered Instance",
@@ -369,12 +372,13 @@ def _frames(held: HeldFile, frame_list: str, accept: str | None) -> Response:
     try:
         pixels = dicomweb_frames.pixel_data(held.file.path, _what(held))
         encoding = dicomweb_frames.choose_frame_encoding(accept, pixels)
-        frames = dicomweb_frames.read_frames(pixels, numbers, encoding)
+        frames = dicomweb_frames.iter_frames(pixels, numbers, encoding)  # checked, first frame read
     except dicomweb_frames.FrameError as exc:
         raise _error(exc.status_code, exc.code, str(exc)) from exc
     boundary = new_boundary()
-    body = b"".join(multipart_bytes([(f, encoding.part_content_type) for f in frames], boundary))
-    return Response(body, media_type=f'multipart/related; type="{encoding.media_type}"; boundary={boundary}')
+    parts = ((f, encoding.part_content_type) for f in frames)  # one frame in memory at a time
+    return StreamingResponse(multipart_bytes(parts, boundary),  # parts are iterated once, lazily
+                             media_type=f'multipart/related; type="{encoding.media_type}"; boundary={boundary}')
 
 
 def _rendered(held: HeldFile, frame_list: str, accept: str | None, window: str | None,

@@ -13,7 +13,7 @@ import hashlib
 import os
 import secrets
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -220,7 +220,7 @@ def multipart_files(
     yield f"--{boundary}--\r\n".encode("latin-1")
 
 
-def multipart_bytes(parts: Sequence[tuple[bytes, str]], boundary: str) -> Iterator[bytes]:
+def multipart_bytes(parts: Iterable[tuple[bytes, str]], boundary: str) -> Iterator[bytes]:
     """A multipart/related body from in-memory ``(data, content type)`` parts."""
     for data, content_type in parts:
         yield f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode("latin-1")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import io
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,9 +27,14 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import generate_frames
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import pack_bits
-from pydicom.uid import ExplicitVRLittleEndian, SegmentationStorage, generate_uid
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    SegmentationStorage,
+    generate_uid,
+)
 from requests import HTTPError
 
 from node import dicomweb_frames
@@ -105,6 +111,23 @@ def _binary_seg(frames: np.ndarray) -> Dataset:
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 1, 0, 0
     ds.PixelData = pack_bits(frames)
     return ds
+
+
+def _word_frames(frames: np.ndarray) -> Dataset:
+    """A natively encoded 16-bit multi-frame instance (Multi-frame Grayscale Word SC)."""
+    n, rows, columns = frames.shape
+    ds = _binary_seg(np.zeros((1, 1, 1), np.uint8))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = MultiFrameGrayscaleWordSecondaryCaptureImageStorage
+    ds.Modality = "OT"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, n
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelData = frames.astype("<u2").tobytes()
+    return ds
+
+
+def _streamed(response: httpx.Response) -> bool:
+    """Whether a response came chunked, as a streamed body does (no Content-Length known up front)."""
+    return response.headers.get("transfer-encoding") == "chunked" and "content-length" not in response.headers
 
 
 def _inputs_node(make_node: Callable[..., Any], sqlite_url: str, *datasets: Dataset) -> Any:
@@ -310,6 +333,131 @@ def test_rendered_window_viewport_and_monochrome1(sqlite_url: str, make_node: Ca
     assert Image.open(io.BytesIO(small.content)).size == (32, 32)
     assert Image.open(io.BytesIO(get(ct, accept="*/*", viewport="1000,1000").content)).format == "JPEG"
     assert Image.open(io.BytesIO(get(ct, accept="*/*", viewport="1000,1000").content)).size == (128, 128)
+
+
+# -- long, repeated and streamed frame lists --------------------------------------------------------
+
+
+def test_many_frames_stream_in_the_order_asked(sqlite_url: str, make_node: Callable[..., Any]) -> None:
+    frames = np.random.default_rng(11).integers(0, 65536, (1000, 6, 5), dtype=np.uint16)
+    multi = _word_frames(frames)
+    node = _inputs_node(make_node, sqlite_url, multi)
+    expected = dcmread(io.BytesIO(part10(multi))).pixel_array
+    numbers = [int(n) for n in np.random.default_rng(5).permutation(1000) + 1]  # every frame, shuffled
+    answer = httpx.get(_url(node, multi, "frames/" + ",".join(map(str, numbers))), headers=AUTH, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert _streamed(answer)
+    parts = _parts(answer)
+    assert len(parts) == 1000
+    for number, (content_type, body) in zip(numbers, parts, strict=True):
+        assert content_type == f"{OCTET}; transfer-syntax={ExplicitVRLittleEndian}"
+        assert body == expected[number - 1].astype("<u2").tobytes(), number
+
+    # repeats are answered in place, in the order asked
+    answer = httpx.get(_url(node, multi, "frames/1,1,1"), headers=AUTH)
+    assert [body for _, body in _parts(answer)] == [expected[0].astype("<u2").tobytes()] * 3
+    answer = httpx.get(_url(node, multi, "frames/7,1000,7,2"), headers=AUTH)
+    assert [body for _, body in _parts(answer)] == [expected[n - 1].astype("<u2").tobytes()
+                                                    for n in (7, 1000, 7, 2)]
+
+
+def test_frames_are_produced_one_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    multi = _word_frames(np.arange(5 * 4 * 3, dtype=np.uint16).reshape(5, 4, 3))
+    path = tmp_path / "multi.dcm"
+    path.write_bytes(part10(multi))
+    pixels = dicomweb_frames.pixel_data(str(path), "OT")
+    encoding = dicomweb_frames.choose_frame_encoding(None, pixels)
+    reads: list[int] = []
+    native_frame = dicomweb_frames._native_frame
+    monkeypatch.setattr(dicomweb_frames, "_native_frame",
+                        lambda fp, p, offset, index: reads.append(index + 1) or native_frame(fp, p, offset, index))
+    frames = dicomweb_frames.iter_frames(pixels, [4, 2, 4, 5, 2], encoding)
+    assert reads == [4]  # the first frame is read up front, the others as the body is sent
+    assert next(frames) == multi.pixel_array[3].astype("<u2").tobytes()
+    assert reads == [4]
+    assert next(frames) == multi.pixel_array[1].astype("<u2").tobytes()
+    assert reads == [4, 2]
+    assert [len(f) for f in frames] == [24, 24, 24]
+    assert reads == [4, 2, 5]  # a repeat is not read again
+
+
+def test_frame_lists_longer_than_the_instance_or_the_cap_are_refused(sqlite_url: str,
+                                                                     make_node: Callable[..., Any]) -> None:
+    ct = _renamed(get_testdata_file("CT_small.dcm"))
+    jls = _renamed(get_testdata_file("emri_small_jpeg_ls_lossless.dcm"))  # 10 frames
+    huge = _binary_seg(np.ones((1100, 2, 2), np.uint8))
+    node = _inputs_node(make_node, sqlite_url, ct, jls, huge)
+
+    def get(ds: Dataset, numbers: list[int]) -> httpx.Response:
+        return httpx.get(_url(node, ds, "frames/" + ",".join(map(str, numbers))), headers=AUTH, timeout=60)
+
+    for ds, numbers, limit in ((ct, [1, 1], 1), (jls, [1] * 11, 10), (jls, list(range(1, 11)) + [3], 10),
+                               (huge, [1] * (dicomweb_frames.MAX_FRAME_LIST + 1), dicomweb_frames.MAX_FRAME_LIST)):
+        answer = get(ds, numbers)
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "bad_request"
+        assert f"holds {len(numbers)} entries; at most {limit} are accepted" in error["message"]
+    assert len(_parts(get(jls, [4] * 10))) == 10
+    assert len(_parts(get(huge, [9] * dicomweb_frames.MAX_FRAME_LIST))) == dicomweb_frames.MAX_FRAME_LIST
+    assert get(jls, [11]).status_code == 404  # out of range is still 404, before the length is looked at
+
+
+def test_each_distinct_frame_is_decoded_once(sqlite_url: str, make_node: Callable[..., Any],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    jls = _renamed(get_testdata_file("emri_small_jpeg_ls_lossless.dcm"))
+    big = _renamed(get_testdata_file("emri_small_big_endian.dcm"))  # 10 frames, sliced by no one
+    node = _inputs_node(make_node, sqlite_url, jls, big)
+    decoded = jls.pixel_array
+    decodes: list[int] = []
+    decode_frame = dicomweb_frames.decode_frame
+    monkeypatch.setattr(dicomweb_frames, "decode_frame",
+                        lambda pixels, index, *rest: decodes.append(index + 1) or decode_frame(pixels, index, *rest))
+    numbers = [3, 3, 3, 1, 3, 1]
+    answer = httpx.get(_url(node, jls, "frames/" + ",".join(map(str, numbers))), headers=AUTH)
+    assert [body for _, body in _parts(answer)] == [decoded[n - 1].astype("<u2").tobytes() for n in numbers]
+    assert decodes == [3, 1]
+    stored = list(generate_frames(jls.PixelData, number_of_frames=10))
+    answer = httpx.get(_url(node, jls, "frames/2,2,2"),
+                       headers={**AUTH, "Accept": f'multipart/related; type="{OCTET}"; transfer-syntax=*'})
+    assert [body for _, body in _parts(answer)] == [stored[1]] * 3
+
+    # big endian data is parsed once per request, not once per frame
+    reads: list[str] = []
+    dcmread_ = dicomweb_frames.dcmread
+    monkeypatch.setattr(dicomweb_frames, "dcmread", lambda path, *a, **k: reads.append(path) or dcmread_(path, *a, **k))
+    numbers = [10, 1, 5, 5, 2, 9, 3, 4, 8, 7]
+    answer = httpx.get(_url(node, big, "frames/" + ",".join(map(str, numbers))), headers=AUTH)
+    assert [body for _, body in _parts(answer)] == [big.pixel_array[n - 1].astype("<u2").tobytes() for n in numbers]
+    assert len(reads) == 1
+
+
+def test_a_native_response_over_the_limit_is_refused(sqlite_url: str, make_node: Callable[..., Any],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    jls = _renamed(get_testdata_file("emri_small_jpeg_ls_lossless.dcm"))  # 64 x 64 x 16 bits a frame
+    node = _inputs_node(make_node, sqlite_url, jls)
+    monkeypatch.setattr(dicomweb_frames, "MAX_RESPONSE_BYTES", 3 * 64 * 64 * 2)
+    assert len(_parts(httpx.get(_url(node, jls, "frames/1,2,3"), headers=AUTH))) == 3
+    answer = httpx.get(_url(node, jls, "frames/1,2,3,3"), headers=AUTH)
+    assert answer.status_code == 413
+    assert answer.json()["error"]["code"] == "payload_too_large" and "fewer" in answer.json()["error"]["message"]
+    stored = httpx.get(_url(node, jls, "frames/1,2,3,3"),  # compressed as stored: its size is not known up front
+                       headers={**AUTH, "Accept": f'multipart/related; type="{OCTET}"; transfer-syntax=*'})
+    assert len(_parts(stored)) == 4
+
+
+def test_a_corrupt_frame_is_an_error_before_the_body_when_asked_first(sqlite_url: str,
+                                                                      make_node: Callable[..., Any]) -> None:
+    jls = _renamed(get_testdata_file("emri_small_jpeg_ls_lossless.dcm"))
+    frames = list(generate_frames(jls.PixelData, number_of_frames=10))
+    frames[4] = b"\xff\xd8" + bytes(len(frames[4]) - 2)  # frame 5: not a JPEG-LS codestream
+    jls.PixelData = encapsulate(frames)
+    node = _inputs_node(make_node, sqlite_url, jls)
+    answer = httpx.get(_url(node, jls, "frames/5,1"), headers=AUTH)
+    assert answer.status_code == 500
+    assert "frame 5 cannot be decoded" in answer.json()["error"]["message"]
+    with pytest.raises(httpx.RemoteProtocolError):  # found mid-body: the response is cut short, not completed
+        httpx.get(_url(node, jls, "frames/1,5"), headers=AUTH)
 
 
 # -- errors ----------------------------------------------------------------------------------------
