@@ -10,7 +10,9 @@ MB/s into the node's ``POST /dicom-web/studies``:
 
 and, in the same run for comparison, dcmtk ``storescu`` (TCP_NODELAY=1) into
 the node's Storage SCP. Each instance is written durably (fsync) and recorded
-in the audit database before the node answers.
+in the audit database before the node answers. Then, with ``api.serve_inputs``,
+WADO-RS Retrieve Frames (native frame 1 of every instance, one request each on
+a kept-alive connection, as OHIF loads a series) and Retrieve Rendered (JPEG).
 
 Run: ``.venv/bin/python benchmarks/bench_dicomweb.py [--slices 300] [--size 512]``.
 """
@@ -44,11 +46,11 @@ TOKEN = "benchmark-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _settings(workdir: Path) -> Any:
+def _settings(workdir: Path, serve_inputs: bool = False) -> Any:
     return load_settings(overrides={
         "node": {"dicom_host": "127.0.0.1", "dicom_port": 0, "http_port": 0, "storage_dir": str(workdir),
                  "study_stable_seconds": 3600, "min_free_disk_mb": 64},
-        "api": {"tokens": [TOKEN], "max_upload_mb": 8192},
+        "api": {"tokens": [TOKEN], "max_upload_mb": 8192, "serve_inputs": serve_inputs},
     })
 
 
@@ -96,6 +98,30 @@ def _storescu(files: list[Path], megabytes: float, tmp: Path) -> dict[str, float
     return _rate(len(files), megabytes, seconds)
 
 
+def _wado_frames(files: list[Path], datasets: list[Any], tmp: Path) -> dict[str, dict[str, float]]:
+    """Frames and rendered images of every instance, one request each (how OHIF loads a series)."""
+    with Node(_settings(tmp / "wado", serve_inputs=True)) as node, httpx.Client(timeout=60) as client:
+        base = f"http://127.0.0.1:{node.http_port}/dicom-web"
+        _post(client, f"{base}/studies", files)
+        urls = [f"{base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+                for ds in datasets]
+        results = {}
+        for label, suffix, accept in (("wado_frames_native", "/frames/1", 'multipart/related; type="application/octet-stream"'),
+                                      ("wado_rendered_jpeg", "/rendered", "image/jpeg")):
+            received = 0
+            t0 = time.perf_counter()
+            for url in urls:
+                response = client.get(url + suffix, headers={"Accept": accept, **AUTH})
+                if response.status_code != 200:
+                    raise SystemExit(f"{label}: {response.status_code} {response.text[:200]}")
+                received += len(response.content)
+            seconds = time.perf_counter() - t0
+            results[label] = {"requests_per_s": round(len(urls) / seconds, 1),
+                              "ms_per_request": round(1000 * seconds / len(urls), 2),
+                              "mb_per_s": round(received / 1e6 / seconds, 1)}
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=300)
@@ -120,6 +146,7 @@ def main() -> None:
             "dicomweb_client_store_instances": _dicomweb_client(phantom.datasets, megabytes, tmp),
             "cstore_storescu": _storescu(files, megabytes, tmp),
         }
+        results |= _wado_frames(files, phantom.datasets, tmp)
     text = json.dumps(results, indent=2)
     sys.stdout.write(text + "\n")
     if args.json:

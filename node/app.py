@@ -150,8 +150,7 @@ class Node:
         self.scp = StorageScp(
             ScpConfig(node.ae_title, node.dicom_host, node.dicom_port, node.network_timeout_seconds,
                       node.max_associations, node.allowed_calling_ae_titles,
-                      senders={ae.strip().upper(): name for name, source in settings.sources.items()
-                               for ae in source.sender_ae_titles}),
+                      senders=_senders_by_ae(settings)),
             self.spool, self.store, on_stored=self.metrics.on_instance,
         )
         self.runner = ProcessRunner(
@@ -251,10 +250,11 @@ class Node:
             device=self.device,
             formats=self._formats(job),
             variants=self._variants(job),
-            superseded=tuple(
-                SupersededOutput(o.job_id, o.variant, o.sop_class_uid, o.sop_instance_uid,
-                                 o.series_instance_uid, o.path)
-                for o in self.store.superseded_outputs(job.id) if o.kind != "REJECT"),
+            withdrawals={
+                destination: tuple(SupersededOutput(o.job_id, o.variant, o.sop_class_uid, o.sop_instance_uid,
+                                                    o.series_instance_uid, o.path) for o in outputs)
+                for destination, outputs in self.store.withdrawals(job.id).items()
+                if destination in (job.destinations or {}).get("names", [])},
             pipeline_config=(
                 self.settings.pipelines[job.pipeline_name].model_dump(mode="json")
                 if job.pipeline_name in self.settings.pipelines else None
@@ -365,3 +365,12 @@ _FORMAT_ORDER = ("seg", "sr", "sc", "pdf", "ko")
 def _ordered(formats: set[str]) -> tuple[str, ...]:
     """Result formats in the order they are written."""
     return tuple(f for f in _FORMAT_ORDER if f in formats)
+
+
+def _senders_by_ae(settings: Settings) -> dict[str, str]:
+    """``calling AE title -> source name``; the first source naming an AE title wins (as in completeness)."""
+    senders: dict[str, str] = {}
+    for name, source in settings.sources.items():
+        for ae in source.sender_ae_titles:
+            senders.setdefault(ae.strip().upper(), name)
+    return senders

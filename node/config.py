@@ -49,6 +49,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from node.errors import ConfigError
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no controls
+#: Names of sources and destinations: stored in String(64) columns (instances.sender,
+#: deliveries.destination, inference_requests.source) and shown in URLs and metrics.
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def _check_ae_title(value: str) -> str:
@@ -419,6 +422,14 @@ class Settings(BaseSettings):
         if self.api_token is not None:
             tokens.append(self.api_token.get_secret_value())
         return tuple(tokens)
+
+    @field_validator("destinations", "sources")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"name {name!r}: a name is 1-64 characters, letters, digits, '-', '_' or '.'")
+        return value
 
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:

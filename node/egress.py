@@ -26,7 +26,7 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
 from node.config import Destination, DimseDestination, EgressSettings
-from node.db.models import DeliveryState, Output, utcnow
+from node.db.models import REJECTION_FOR, DeliveryState, Output, utcnow
 from node.db.store import AuditStore, backoff
 from node.dicomweb_stow import StowSender
 from node.dimse import identify, is_success, quiet_pynetdicom, set_nodelay
@@ -170,6 +170,8 @@ class Egress:
 
     def attempt(self, delivery_id: int) -> DeliveryState:
         delivery, outputs = self._store.load_delivery(delivery_id)
+        if delivery.state is not DeliveryState.PENDING:  # stopped since it was found due (superseded job)
+            return delivery.state
         destination = self._destinations.get(delivery.destination)
         attempt_no = delivery.attempts + 1
         if destination is None:
@@ -183,7 +185,7 @@ class Egress:
                 SendResult(o.id, False, None, missing, utcnow(), utcnow(), permanent=True) for o in outputs
             ], attempt_no, delivery.destination)
         accepted = self._store.accepted_outputs(delivery_id)
-        selected = [o for o in outputs if _wanted(o, destination) and o.id not in accepted]
+        selected = [o for o in outputs if _wanted(o, delivery.destination, destination) and o.id not in accepted]
         if destination.dicomweb is not None:
             sent = StowSender(destination.dicomweb).send([(o.id, o.path, o.sop_instance_uid) for o in selected])
             results = [SendResult(r.output_id, r.succeeded, r.failure_reason, r.error, r.started, r.finished,
@@ -263,8 +265,10 @@ def _is_permanent(result: SendResult) -> bool:
 PRIMARY_KINDS = frozenset({"DERIVED", "REG", "REJECT"})
 
 
-def _wanted(output: Output, destination: Destination) -> bool:
-    """Whether a destination gets an output: its format, shaped for its profile."""
+def _wanted(output: Output, name: str, destination: Destination) -> bool:
+    """Whether a destination gets an output: its format, shaped for its profile; its own rejection note."""
+    if output.kind == "REJECT":
+        return output.variant == REJECTION_FOR + name
     if output.variant is not None and output.variant != destination.variant:
         return False
     return output.kind in PRIMARY_KINDS or output.kind.lower() in destination.formats

@@ -307,9 +307,13 @@ class Retriever:
         self._on_jobs = on_jobs
 
     def tick(self) -> int:
-        """Run every queued request; return how many were handled."""
+        """Run every due queued request; return how many were handled.
+
+        A request that has used up ``max_attempts`` (its last attempt cut short by a
+        stop of the node) is failed rather than claimed.
+        """
         handled = 0
-        while (request := self._actions.claim_request()) is not None:
+        while (request := self._actions.claim_request(self._policy.max_attempts)) is not None:
             handled += 1
             self.handle(request)
         return handled

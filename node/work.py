@@ -29,6 +29,7 @@ from dicom_sr.codes import REJECTED_FOR_QUALITY_REASONS
 from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity, derived_uid
 from dicom_sr.profile import ScFrames, SegmentationType, ViewerProfile
 from dicom_sr.seg import segments_overlap
+from node.db.models import REJECTION_FOR
 from node.db.store import WrittenOutput
 from node.errors import InputError, JobError
 from node.storage import safe_uid, write_atomic
@@ -134,8 +135,9 @@ class JobSpec:
     prior: PriorInputs | None = None
     #: One per distinct destination profile; empty: one default variant of ``formats``.
     variants: tuple[ResultVariant, ...] = ()
-    #: Results of the earlier jobs this one replaces: a rejection note withdraws them.
-    superseded: tuple[SupersededOutput, ...] = ()
+    #: Per destination, what of the earlier jobs this one replaces it accepted:
+    #: a rejection note for that destination withdraws them.
+    withdrawals: dict[str, tuple[SupersededOutput, ...]] = field(default_factory=dict)
 
     def result_variants(self) -> tuple[ResultVariant, ...]:
         """The variants to write, the default one (if any) first."""
@@ -298,7 +300,7 @@ def _identities(
         if uids is None:
             raise JobError(f"no result UIDs were minted for format {fmt!r}; re-run the job")
         series_uid, sop_uid = uids["series_instance_uid"], uids["sop_instance_uid"]
-        if variant != DEFAULT_VARIANT and fmt in (*PROFILED_FORMATS, "reject"):
+        if variant != DEFAULT_VARIANT and fmt in PROFILED_FORMATS:
             series_uid = derived_uid("variant-series", series_uid, variant)
             sop_uid = derived_uid("variant-instance", sop_uid, variant)
         number = spec.series_numbers.get(fmt) or spec.seg_series_number + _DEFAULT_SERIES_OFFSET[fmt]
@@ -326,42 +328,45 @@ def _writable(variant: ResultVariant, findings: Findings, notes: list[str]) -> R
     return replace(variant, profile=replace(variant.profile, segmentation_type=SegmentationType.BINARY))
 
 
-def _reference(old: SupersededOutput, study_uid: str) -> Dataset:
+def _reference(old: SupersededOutput, source: Dataset) -> Dataset:
     """What a rejection note needs of a withdrawn object: its header, or its UIDs when the file is gone."""
     try:
         return dcmread(old.path, stop_before_pixels=True)
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - gone, truncated or not DICOM: the UIDs in the audit record suffice
         ds = Dataset()
+        for keyword in _TYPE2_PATIENT_STUDY:
+            setattr(ds, keyword, source.get(keyword, ""))
         ds.SOPClassUID, ds.SOPInstanceUID = old.sop_class_uid, old.sop_instance_uid
-        ds.SeriesInstanceUID, ds.StudyInstanceUID = old.series_instance_uid, study_uid
+        ds.SeriesInstanceUID, ds.StudyInstanceUID = old.series_instance_uid, source.StudyInstanceUID
         return ds
 
 
 def _rejection_notes(
     spec: JobSpec, pipeline: Pipeline, source: Dataset, algorithm: AlgorithmIdentity,
-) -> list[WrittenOutput]:
+) -> tuple[list[WrittenOutput], dict[str, list[str]]]:
     """IHE IOCM rejection notes withdrawing the results of the jobs this one replaces.
 
-    One note per profile the earlier results were written for (each goes to
-    the destinations of that profile), listing that profile's objects and the
-    ones every destination got; one note for all when they had no profiles.
+    One note per destination, listing exactly the objects that destination
+    accepted from those jobs and has not had withdrawn yet (an IOCM archive
+    refuses a note naming objects it does not hold). The notes share one
+    series; each has its own SOP Instance UID, derived from the job's and
+    the destination's name. Returns the notes and, per destination, the SOP
+    Instance UIDs withdrawn (for the job summary).
     """
-    if not spec.superseded:
-        return []
-    keys = sorted({o.variant for o in spec.superseded if o.variant is not None})
-    groups = {key: [o for o in spec.superseded if o.variant in (key, None)] for key in keys} or \
-        {None: list(spec.superseded)}
-    earlier = ", ".join(str(j) for j in sorted({o.job_id for o in spec.superseded}))
-    reason = (f"Withdrawn: results of job {earlier}, superseded by job {spec.job_id} "
-              "(the series changed after it was analysed; late_series: rerun)")
-    outputs = []
-    for key, olds in groups.items():
-        [identity] = _identities(spec, pipeline, ["reject"], key or DEFAULT_VARIANT).values()
+    outputs, withdrawn = [], {}
+    [base] = _identities(spec, pipeline, ["reject"]).values()
+    for destination, olds in sorted(spec.withdrawals.items()):
+        if not olds:
+            continue
+        earlier = ", ".join(str(j) for j in sorted({o.job_id for o in olds}))
+        reason = (f"Withdrawn: results of job {earlier}, superseded by job {spec.job_id} "
+                  "(the series changed after it was analysed; late_series: rerun)")
+        identity = replace(base, sop_instance_uid=derived_uid("reject", base.sop_instance_uid, destination))
         note = dicom_sr.kos.write_rejection_note(
-            [_reference(o, str(source.StudyInstanceUID)) for o in olds], source, identity, spec.device,
-            algorithm, reason=reason)
-        outputs.append(_write(note, Path(spec.output_dir), "REJECT", key))
-    return outputs
+            [_reference(o, source) for o in olds], source, identity, spec.device, algorithm, reason=reason)
+        outputs.append(_write(note, Path(spec.output_dir), "REJECT", REJECTION_FOR + destination))
+        withdrawn[destination] = [o.sop_instance_uid for o in olds]
+    return outputs, withdrawn
 
 
 def _write_variants(
@@ -462,7 +467,8 @@ def execute_job(spec: JobSpec, cache: PipelineCache) -> JobOutcome:
     )
     notes: list[str] = []
     outputs = tuple(_write_variants(spec, pipeline, sources, findings, algorithm, prior_images, notes))
-    outputs += tuple(_rejection_notes(spec, pipeline, sources[0], algorithm))
+    notes_out, withdrawn = _rejection_notes(spec, pipeline, sources[0], algorithm)
+    outputs += tuple(notes_out)
     t4 = time.perf_counter()
     timings = {"initialize_s": t1 - t0, "load_s": t2 - t1, "analyse_s": t3 - t2, "write_s": t4 - t3}
     summary = _summary(findings, volume.voxel_volume_ml) | {
@@ -476,6 +482,8 @@ def execute_job(spec: JobSpec, cache: PipelineCache) -> JobOutcome:
         "model_checksum": pipeline.model_checksum,
     }
     summary["notes"] = [*summary["notes"], *notes]
+    if withdrawn:
+        summary["withdrawn"] = withdrawn  # per destination: what its rejection note lists
     if findings.registrations:
         summary["registrations"] = _registration_summary(findings, spec.prior)
     return JobOutcome(outputs=outputs, summary=summary, pipeline_version=pipeline.version, timings=timings)

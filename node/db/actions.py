@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from node.db.models import (
     Delivery,
@@ -90,6 +90,9 @@ class JobActions:
             job = s.get(Job, job_id, options=[selectinload(Job.outputs)])
             if job is None:
                 return None
+            if job.superseded_by_job_id is not None:
+                raise ActionRefused(f"job {job_id} was superseded by job {job.superseded_by_job_id}; "
+                                    "its results were withdrawn")
             if job.state not in RESENDABLE or not job.outputs:
                 raise ActionRefused(f"job {job_id} is {job.state.value} and has no results to send")
             names = list(destinations) or list(job.destinations.get("names", []))
@@ -141,16 +144,28 @@ class JobActions:
                                f"{', '.join(pipelines) or '(by route)'}"))
             return request.id
 
-    def claim_request(self) -> InferenceRequest | None:
-        """Move the oldest due queued request to retrieving, count the attempt, and return it."""
+    def claim_request(self, max_attempts: int | None = None) -> InferenceRequest | None:
+        """Move the oldest due queued request to retrieving, count the attempt, and return it.
+
+        A due request that has already had ``max_attempts`` attempts (its last one
+        was cut short by a stop of the node, or the limit was lowered since) is
+        failed instead, so that a crash during retrieval cannot retry it forever.
+        """
         now = utcnow()
         with self._store.transaction() as s:
-            request = s.scalar(select(InferenceRequest).where(
-                InferenceRequest.state == RequestState.QUEUED,
-                or_(InferenceRequest.next_attempt_at.is_(None), InferenceRequest.next_attempt_at <= now))
-                .order_by(InferenceRequest.id).limit(1))
-            if request is None:
-                return None
+            while True:
+                request = s.scalar(select(InferenceRequest).where(
+                    InferenceRequest.state == RequestState.QUEUED,
+                    or_(InferenceRequest.next_attempt_at.is_(None), InferenceRequest.next_attempt_at <= now))
+                    .order_by(InferenceRequest.id).limit(1))
+                if request is None:
+                    return None
+                if max_attempts is None or request.attempts < max_attempts:
+                    break
+                why = ("the node stopped during retrieval" if request.error == _interrupted(request.attempts)
+                       else f"retrieval.max_attempts is {max_attempts}")
+                attempts = f"{request.attempts} attempt" + ("s" if request.attempts != 1 else "")
+                self._fail(s, request, f"gave up after {attempts} ({why})", now)
             request.state, request.updated_at = RequestState.RETRIEVING, now
             request.attempts += 1
             return request
@@ -165,16 +180,21 @@ class JobActions:
                         detail=f"request {request_id}: {request.error}"))
 
     def requeue_interrupted_requests(self) -> None:
+        """Queue again the requests a stop of the node left retrieving (the attempt still counts)."""
         with self._store.transaction() as s:
-            s.execute(update(InferenceRequest).where(InferenceRequest.state == RequestState.RETRIEVING)
-                      .values(state=RequestState.QUEUED))
+            for request in s.scalars(select(InferenceRequest)
+                                     .where(InferenceRequest.state == RequestState.RETRIEVING)):
+                request.state, request.error = RequestState.QUEUED, _interrupted(request.attempts)
 
     def fail_request(self, request_id: int, error: str) -> None:
         with self._store.transaction() as s:
-            request = s.get_one(InferenceRequest, request_id)
-            request.state, request.error, request.updated_at = RequestState.FAILED, error, utcnow()
-            s.add(Event(kind="inference_failed", study_instance_uid=request.study_instance_uid,
-                        detail=f"request {request_id}: {error}"))
+            self._fail(s, s.get_one(InferenceRequest, request_id), error, utcnow())
+
+    @staticmethod
+    def _fail(s: Session, request: InferenceRequest, error: str, now: datetime) -> None:
+        request.state, request.error, request.updated_at = RequestState.FAILED, error, now
+        s.add(Event(kind="inference_failed", study_instance_uid=request.study_instance_uid,
+                    detail=f"request {request.id}: {error}"))
 
     def start_request_jobs(self, request_id: int, instance_ids: Sequence[int],
                            jobs: Sequence[PlannedJob], retrieved: int) -> list[int]:
@@ -220,6 +240,10 @@ class JobActions:
             rows = list(s.scalars(select(InferenceRequest).order_by(InferenceRequest.id.desc())
                                   .limit(limit).offset(offset)))
             return rows, int(total)
+
+
+def _interrupted(attempt: int) -> str:
+    return f"attempt {attempt} was interrupted: the node stopped during retrieval"
 
 
 def _settle(request: InferenceRequest, jobs: Sequence[Job]) -> RequestState | None:

@@ -206,6 +206,11 @@ class JobInput(Base):
     job: Mapped[Job] = relationship(back_populates="inputs")
 
 
+#: ``Output.variant`` of a rejection note (kind ``REJECT``) names the one destination it is
+#: for: ``"to:" + destination name``.
+REJECTION_FOR = "to:"
+
+
 class Output(Base):
     """A result object a job wrote (SEG, SR, ...)."""
 
@@ -224,7 +229,8 @@ class Output(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     #: The viewer profile it was written for (a destination's ``profile``, see
     #: :attr:`node.config.ResultProfile.key`); ``None`` for objects every destination
-    #: gets alike (PDF, derived series, registrations).
+    #: gets alike (PDF, derived series, registrations); for a rejection note,
+    #: :data:`REJECTION_FOR` and the destination's name.
     variant: Mapped[str | None] = mapped_column(String(64))
 
     job: Mapped[Job] = relationship(back_populates="outputs")

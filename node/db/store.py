@@ -349,26 +349,62 @@ class AuditStore:
             return [job.id for job in created]
 
     def _supersede(self, s: Session, job: Job, now: datetime) -> None:
-        """Mark the earlier jobs ``job`` replaces: a queued one is cancelled, pending deliveries stop."""
-        earlier = s.scalars(select(Job).where(
+        """Mark the earlier jobs ``job`` replaces; it withdraws whatever of theirs was delivered.
+
+        A queued one is cancelled, a running one will not deliver, pending
+        deliveries stop. Jobs an earlier job had superseded pass to ``job``
+        (whatever that job did not withdraw yet, ``job`` does).
+        """
+        earlier = list(s.scalars(select(Job).where(
             Job.study_instance_uid == job.study_instance_uid, Job.series_instance_uid == job.series_instance_uid,
             Job.route_name == job.route_name, Job.pipeline_name == job.pipeline_name,
-            Job.id != job.id, Job.superseded_by_job_id.is_(None)))
+            Job.id != job.id, Job.superseded_by_job_id.is_(None)).with_for_update()))
         for old in earlier:
             old.superseded_by_job_id = job.id
             why = f"superseded by job {job.id} (late_series: rerun)"
             if old.state is JobState.QUEUED:
                 old.state, old.finished_at, old.error = JobState.CANCELLED, now, why
-            s.execute(update(Delivery).where(Delivery.job_id == old.id, Delivery.state == DeliveryState.PENDING)
-                      .values(state=DeliveryState.FAILED, next_attempt_at=None, last_error=why))
+            s.execute(update(Job).where(Job.superseded_by_job_id == old.id)
+                      .values(superseded_by_job_id=job.id))
+            stopped = s.execute(update(Delivery).where(Delivery.job_id == old.id,
+                                                       Delivery.state == DeliveryState.PENDING)
+                                .values(state=DeliveryState.FAILED, next_attempt_at=None, last_error=why)).rowcount
             s.add(Event(kind="job_superseded", job_id=old.id, study_instance_uid=job.study_instance_uid,
-                        detail=why + "; its results are withdrawn by a rejection note"))
+                        detail=why + (f"; {stopped} pending deliveries stopped" if stopped else "")
+                        + "; what it delivered is withdrawn by rejection notes"))
+            if stopped:
+                s.flush()
+                self._settle_job(s, old)
 
-    def superseded_outputs(self, job_id: int) -> list[Output]:
-        """Result objects of the jobs ``job_id`` superseded (its rejection notes withdraw them)."""
+    def withdrawals(self, job_id: int) -> dict[str, list[Output]]:
+        """Per destination, the objects ``job_id``'s rejection notes must withdraw there.
+
+        The result objects of the jobs it superseded that the destination
+        accepted, less those a rejection note the destination accepted
+        already withdrew (listed in that job's summary under ``withdrawn``).
+        Rejection notes themselves are never withdrawn.
+        """
         with self._sessions() as s:
-            return list(s.scalars(select(Output).join(Job, Job.id == Output.job_id)
-                                  .where(Job.superseded_by_job_id == job_id).order_by(Output.id)))
+            jobs = list(s.scalars(select(Job).where(Job.superseded_by_job_id == job_id)))
+            if not jobs:
+                return {}
+            ids = [j.id for j in jobs]
+            accepted = s.execute(
+                select(Delivery.destination, Output).join(DeliveryAttempt, DeliveryAttempt.delivery_id == Delivery.id)
+                .join(Output, Output.id == DeliveryAttempt.output_id)
+                .where(Delivery.job_id.in_(ids), DeliveryAttempt.succeeded.is_(True))
+                .order_by(Output.id)).all()
+            done: dict[str, set[str]] = {}
+            for destination, out in accepted:
+                if out.kind == "REJECT":
+                    owner = next(j for j in jobs if j.id == out.job_id)
+                    listed = ((owner.summary or {}).get("withdrawn") or {}).get(destination, [])
+                    done.setdefault(destination, set()).update(listed)
+            found: dict[str, dict[int, Output]] = {}
+            for destination, out in accepted:
+                if out.kind != "REJECT" and out.sop_instance_uid not in done.get(destination, set()):
+                    found.setdefault(destination, {})[out.id] = out
+            return {d: list(outs.values()) for d, outs in found.items()}
 
     def _add_job(self, s: Session, planned: PlannedJob) -> Job:
         job = Job(
@@ -395,6 +431,12 @@ class AuditStore:
     def requeue_interrupted(self) -> list[int]:
         """Put jobs left running by a dead node back in the queue; return their ids."""
         with self._sessions.begin() as s:
+            superseded = list(s.scalars(select(Job.id).where(Job.state == JobState.RUNNING,
+                                                             Job.superseded_by_job_id.is_not(None))))
+            if superseded:  # replaced while running: no point finishing them
+                s.execute(update(Job).where(Job.id.in_(superseded)).values(
+                    state=JobState.CANCELLED, finished_at=utcnow(),
+                    error="superseded while running; not run again after the restart"))
             ids = list(s.scalars(select(Job.id).where(Job.state == JobState.RUNNING)))
             if ids:
                 s.execute(
@@ -462,9 +504,11 @@ class AuditStore:
                     job.outputs.append(Output(**out.__dict__))
             s.add(Event(kind="job_succeeded", job_id=job_id, study_instance_uid=job.study_instance_uid,
                         detail=f"{len(outputs)} result objects: "
-                               + ", ".join(o.kind for o in outputs)))
+                               + ", ".join(o.kind for o in outputs)
+                               + (f"; not delivered: superseded by job {job.superseded_by_job_id}"
+                                  if job.superseded_by_job_id else "")))
             names = job.destinations.get("names", [])
-            if not outputs or not names:
+            if not outputs or not names or job.superseded_by_job_id is not None:
                 return
             existing = {d.destination for d in s.scalars(select(Delivery).where(Delivery.job_id == job_id))}
             for name in names:
@@ -530,7 +574,8 @@ class AuditStore:
         optionally followed by the HTTP status (DICOMweb destinations).
         """
         with self._sessions.begin() as s:
-            delivery = s.get_one(Delivery, delivery_id)
+            delivery = s.get_one(Delivery, delivery_id, with_for_update=True)
+            stopped = delivery.state is not DeliveryState.PENDING  # e.g. its job was superseded meanwhile
             delivery.attempts += 1
             for output_id, ok, status, error, started, finished, *http in results:
                 s.add(DeliveryAttempt(delivery_id=delivery_id, output_id=output_id,
@@ -539,6 +584,8 @@ class AuditStore:
                                       error=error, http_status=http[0] if http else None))
             failed = [r for r in results if not r[1]]
             job = s.get_one(Job, delivery.job_id)
+            if stopped:  # the attempts are recorded (what was sent was sent); the state stays
+                return delivery.state
             if not failed:
                 delivery.state = DeliveryState.SUCCEEDED
                 delivery.delivered_at = utcnow()

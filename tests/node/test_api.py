@@ -258,6 +258,30 @@ def test_resend_a_delivered_job(env: Env, tmp_path: Path) -> None:
     _error(env.client.post(f"/api/jobs/{job_id}/resend", json={"destinations": ["nowhere"]}, headers=AUTH), 422)
 
 
+def test_resend_of_a_superseded_job_is_refused(env: Env, tmp_path: Path) -> None:
+    """late_series: rerun withdrew the job's results; sending them again would undo that."""
+    [job_id] = _study(env.store)
+    _succeed(env.store, job_id, tmp_path)
+    job = env.store.get_job(job_id)[0]  # type: ignore[index]
+    env.store.record_instance(ReceivedInstance(  # a late instance of the same series
+        sop_instance_uid=generate_uid(), sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        study_instance_uid=job.study_instance_uid, series_instance_uid=job.series_instance_uid, modality="CT",
+        body_part_examined=None, series_description=None, study_description=None,
+        transfer_syntax_uid="1.2.840.10008.1.2.1", calling_ae_title="PACS", source="dimse",
+        size_bytes=10, sha256=generate_uid()[-32:], path="/nonexistent"))
+    rows = env.store.pending_series(job.study_instance_uid)[job.series_instance_uid]
+    [again] = env.store.dispatch_study(job.study_instance_uid, [r.id for r in rows], [PlannedJob(
+        job.study_instance_uid, job.series_instance_uid, "CT", "route", "ct-anatomy", "1", None, ("pacs",),
+        mint_result_uids(), tuple((r.id, r.sop_instance_uid or "", r.path or "") for r in rows),
+        replaces_earlier=True)], [])
+    assert env.store.get_job(job_id)[0].superseded_by_job_id == again  # type: ignore[index]
+    error = _error(env.client.post(f"/api/jobs/{job_id}/resend", json={"destinations": ["cloud"]}, headers=AUTH),
+                   409)
+    assert error["message"] == f"job {job_id} was superseded by job {again}; its results were withdrawn"
+    _, deliveries, _ = env.store.get_job(job_id) or (None, [], None)
+    assert [d.destination for d in deliveries] == ["pacs"]  # nothing queued for "cloud"
+
+
 def test_errors_have_one_shape(env: Env) -> None:
     _error(env.client.get("/api/jobs/abc", headers=AUTH), 422)
     _error(env.client.get("/api/jobs", params={"limit": 0}, headers=AUTH), 422)

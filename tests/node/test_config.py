@@ -133,3 +133,27 @@ def test_sender_token_must_differ_from_the_environment_api_token(monkeypatch: py
     monkeypatch.setenv("AINODE_API_TOKEN", _SENDER)
     with pytest.raises(ConfigError, match="must differ from the API tokens"):
         load_settings(overrides={"sources": {"pacs": {"dicomweb": _sources(), "api_tokens": [_SENDER]}}})
+
+
+_DIMSE = {"dimse": {"ae_title": "PACS", "host": "127.0.0.1", "port": 104}}
+
+
+@pytest.mark.parametrize("name", ["old-pacs", "pacs_2", "site.a", "P" * 64])
+def test_source_and_destination_names_that_fit(name: str) -> None:
+    settings = load_settings(overrides={"sources": {name: _DIMSE}, "destinations": {name: _DIMSE}})
+    assert name in settings.sources and name in settings.destinations
+
+
+@pytest.mark.parametrize("section", ["sources", "destinations"])
+@pytest.mark.parametrize("name", ["P" * 65, "my pacs", "pacs/2", "pacs?x=1", "pâcs", ""])
+def test_source_and_destination_names_are_checked(section: str, name: str) -> None:
+    """They are stored in 64-character columns and appear in URLs and metrics."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides={section: {name: _DIMSE}})
+    assert f"{section}: Value error, name {name!r}: a name is 1-64 characters" in str(info.value)
+
+
+def test_a_bad_destination_name_in_a_file_is_named(tmp_path: Path) -> None:
+    text = EXAMPLE.replace("  pacs: {dimse:", "  main pacs: {dimse:").replace("send_to: [pacs]", "send_to: [main pacs]")
+    with pytest.raises(ConfigError, match="destinations: Value error, name 'main pacs'"):
+        load_settings(_write(tmp_path, text))

@@ -1,7 +1,7 @@
 """A DICOMweb-only PACS identifies itself by its sender token, and its studies are checked for completeness.
 
-A configured source's ``api_tokens`` open ``/dicom-web`` (never ``/api``);
-each instance STOWed with one is recorded with that source as its sender,
+A configured source's ``api_tokens`` open STOW-RS only (``POST /dicom-web/studies``;
+not QIDO-RS or WADO-RS, never ``/api``); each instance STOWed with one is recorded with that source as its sender,
 so the assembler asks that source (QIDO-RS) how many instances the study
 holds instead of trusting the quiet period. The end-to-end test has a real
 Orthanc STOW to the node with the token in its ``HttpHeaders``.

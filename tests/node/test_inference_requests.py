@@ -4,6 +4,7 @@ analyses it and sends the results back; GET /api/inference-requests/{id} follows
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,7 +13,15 @@ import pytest
 from dicomweb_helpers import AUTH, http_base
 from pydicom.uid import generate_uid
 
-pytestmark = pytest.mark.slow
+from node.assembler import mint_result_uids
+from node.config import RetrievalSettings
+from node.db.actions import JobActions
+from node.db.engine import make_engine, migrate
+from node.db.models import RequestState
+from node.db.store import AuditStore
+from node.ingress_dicomweb import StowIngress
+from node.retrieve import Retriever
+from node.storage import Spool
 
 
 @pytest.fixture
@@ -42,6 +51,7 @@ def _state(node: Any, request_id: int) -> dict[str, Any]:
     return body
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["c-get", "c-move", "wado-rs"])
 def test_pull_analyse_and_send_back(how: str, sqlite_url: str, make_node: Callable[..., Any], orthanc: peers.Orthanc,
                                     chest_phantom: Any) -> None:
@@ -67,6 +77,7 @@ def test_pull_analyse_and_send_back(how: str, sqlite_url: str, make_node: Callab
     assert "study_complete" not in kinds  # the assembler left the requested study alone
 
 
+@pytest.mark.slow
 def test_unknown_study_fails_the_request(sqlite_url: str, make_node: Callable[..., Any],
                                          orthanc: peers.Orthanc) -> None:
     sources, destinations = _sources(orthanc, "c-get")
@@ -81,6 +92,7 @@ def test_unknown_study_fails_the_request(sqlite_url: str, make_node: Callable[..
     assert done["attempts"] == 2 and "after 2 attempts" in done["error"]  # retried once, then given up
 
 
+@pytest.mark.slow
 def test_request_before_the_pacs_has_the_study_is_retried(
     sqlite_url: str, make_node: Callable[..., Any], orthanc: peers.Orthanc, chest_phantom: Any
 ) -> None:
@@ -104,6 +116,7 @@ def test_request_before_the_pacs_has_the_study_is_retried(
     assert done["attempts"] >= 2 and done["retrieved_instances"] == len(chest_phantom.datasets)
 
 
+@pytest.mark.slow
 def test_bad_requests_are_refused(sqlite_url: str, make_node: Callable[..., Any]) -> None:
     node = make_node(sqlite_url)
     for body in ({"study_instance_uid": "1.2.3", "source": "nowhere"},
@@ -113,3 +126,67 @@ def test_bad_requests_are_refused(sqlite_url: str, make_node: Callable[..., Any]
         assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
     assert httpx.get(f"{http_base(node)}/api/inference-requests/12345", headers=AUTH).status_code == 404
     assert httpx.get(f"{http_base(node)}/api/inference-requests", headers=AUTH).json()["total"] == 0
+
+
+# -- attempts across stops of the node (no peers) ---------------------------------------
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[AuditStore]:
+    engine = make_engine(database_url)
+    migrate(engine)
+    yield AuditStore(engine)
+    engine.dispose()
+
+
+def _crash(actions: JobActions, max_attempts: int | None = None) -> int:
+    """Claim the next request, then stop the node during its retrieval (it stays retrieving)."""
+    request = actions.claim_request(max_attempts)
+    assert request is not None and request.state is RequestState.RETRIEVING
+    actions.requeue_interrupted_requests()  # the next start
+    return request.attempts
+
+
+def test_a_request_interrupted_by_stops_of_the_node_is_given_up_after_max_attempts(store: AuditStore) -> None:
+    actions = JobActions(store, mint_result_uids)
+    study_uid = generate_uid()
+    request_id = actions.create_request(study_uid, "pacs", ["ct-anatomy"], [])
+    assert [_crash(actions, 2), _crash(actions, 2)] == [1, 2]
+    view = actions.get_request(request_id)
+    assert view is not None and view.request.state is RequestState.QUEUED
+    assert view.request.error == "attempt 2 was interrupted: the node stopped during retrieval"
+    other = actions.create_request(generate_uid(), "pacs", [], [])
+    claimed = actions.claim_request(2)  # the used-up request is failed, not claimed; the next one is
+    assert claimed is not None and claimed.id == other and claimed.attempts == 1
+    view = actions.get_request(request_id)
+    assert view is not None and view.request.state is RequestState.FAILED and view.request.attempts == 2
+    assert view.request.error == "gave up after 2 attempts (the node stopped during retrieval)"
+    [event] = store.events(study_uid, kind="inference_failed")
+    assert event.detail == f"request {request_id}: {view.request.error}"
+    assert actions.claim_request(2) is None
+
+
+def test_a_lowered_max_attempts_gives_up_a_queued_request(store: AuditStore) -> None:
+    actions = JobActions(store, mint_result_uids)
+    request_id = actions.create_request(generate_uid(), "pacs", [], [])
+    claimed = actions.claim_request(5)
+    assert claimed is not None and claimed.attempts == 1
+    actions.retry_request(request_id, "PACS down", claimed.updated_at)  # due at once
+    assert actions.claim_request(1) is None  # retrieval.max_attempts lowered to 1 since
+    view = actions.get_request(request_id)
+    assert view is not None and view.request.state is RequestState.FAILED
+    assert view.request.error == "gave up after 1 attempt (retrieval.max_attempts is 1)"
+
+
+def test_the_retriever_gives_up_rather_than_retrieving_again(store: AuditStore, tmp_path: Path) -> None:
+    actions = JobActions(store, mint_result_uids)
+    spool = Spool(tmp_path / "node", 0)
+    retriever = Retriever(store, actions, spool, StowIngress(spool, store), {}, "AINODE",
+                          plan=lambda request, series: [], max_bytes=1 << 20,
+                          policy=RetrievalSettings(max_attempts=1))
+    request_id = actions.create_request(generate_uid(), "pacs", [], [])
+    _crash(actions)
+    assert retriever.tick() == 0  # nothing retrieved: the one allowed attempt was used
+    view = actions.get_request(request_id)
+    assert view is not None and view.request.state is RequestState.FAILED
+    assert view.request.error == "gave up after 1 attempt (the node stopped during retrieval)"

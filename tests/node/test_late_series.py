@@ -64,6 +64,8 @@ def test_rerun_withdraws_the_earlier_results(
         [superseded] = node.store.events(study_uid, kind="job_superseded")
         assert superseded.job_id == first.id and f"superseded by job {second.id}" in (superseded.detail or "")
         [note_output] = [o for o in job.outputs if o.kind == "REJECT"]
+        assert note_output.variant == "to:pacs"  # one note per destination, listing what it accepted
+        assert set(job.summary["withdrawn"]["pacs"]) == first_outputs
 
         # Orthanc holds both result sets and the rejection note
         [ko_id] = orthanc.find_instances_by_tag(StudyInstanceUID=study_uid, Modality="KO")
@@ -79,3 +81,32 @@ def test_rerun_withdraws_the_earlier_results(
         assert note.PatientID == chest_phantom.datasets[0].PatientID and note.StudyInstanceUID == study_uid
         assert len(orthanc.find_instances_by_tag(StudyInstanceUID=study_uid, Modality="SEG")) == 2
         peers.assert_dciodvfy_clean(note)
+
+
+def test_a_withdrawn_object_whose_file_is_gone_is_named_by_its_uids(chest_phantom: Any, tmp_path: Path) -> None:
+    """The rejection note needs only UIDs: a result file lost to a disk clean-up does not fail the job."""
+    from dicom_sr.identity import DeviceIdentity
+    from dicom_sr.kos import write_rejection_note
+    from node.work import SupersededOutput, _reference
+    from pipelines.ct_anatomy import CtAnatomyPipeline
+
+    source = chest_phantom.datasets[0]
+    gone = SupersededOutput(7, "default", "1.2.840.10008.5.1.4.1.1.66.4", "2.25.1234", "2.25.5678",
+                            str(tmp_path / "missing.dcm"))
+    corrupt_path = tmp_path / "corrupt.dcm"
+    corrupt_path.write_bytes(b"not DICOM at all")
+    corrupt = SupersededOutput(7, "default", "1.2.840.10008.5.1.4.1.1.88.34", "2.25.4321", "2.25.8765",
+                               str(corrupt_path))
+    from dicom_sr.identity import AlgorithmIdentity, ResultIdentity
+
+    note = write_rejection_note(
+        [_reference(gone, source), _reference(corrupt, source)], source,
+        ResultIdentity(series_instance_uid="2.25.99", sop_instance_uid="2.25.98", series_number=9007,
+                       series_description="AI ct-anatomy withdrawn results"),
+        DeviceIdentity(software_versions="test", device_serial_number="AINODE"),
+        AlgorithmIdentity(name="ct-anatomy", version=CtAnatomyPipeline.version), reason="test")
+    listed = {item.ReferencedSOPInstanceUID for study in note.CurrentRequestedProcedureEvidenceSequence
+              for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+    assert listed == {"2.25.1234", "2.25.4321"}
+    assert note.PatientID == source.PatientID
+    peers.assert_dciodvfy_clean(note)

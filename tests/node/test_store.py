@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -168,3 +170,88 @@ def test_migrations_match_the_models(database_url: str) -> None:
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
+
+
+# -- late_series: rerun: superseded jobs and what their replacements withdraw ----------------
+
+
+def _rerun(store: AuditStore, sop: str) -> int:
+    """A late slice arrives; the series' new job replaces the earlier ones (late_series: rerun)."""
+    store.record_instance(_received(sop))
+    ids = [i.id for rows in store.pending_series("1.2.3").values() for i in rows if not i.dispatched]
+    plan = dataclasses.replace(_plan(store, "1.2.3.1"), replaces_earlier=True,
+                               result_uids={"SEG": {"series_instance_uid": f"2.25.{sop}", "sop_instance_uid": f"2.25.9{sop}"}})
+    return store.dispatch_study("1.2.3", ids, [plan], [])[0]
+
+
+def _run_and_deliver(store: AuditStore, job_id: int, outputs: list[WrittenOutput],
+                     summary: dict[str, Any] | None = None) -> None:
+    job = store.claim_next_job()
+    assert job is not None and job.id == job_id
+    store.finish_job(job_id, outputs, summary or {}, "1.0.0")
+    for delivery_id in store.due_deliveries(utcnow()):
+        _, rows = store.load_delivery(delivery_id)
+        now = utcnow()
+        store.record_delivery_attempt(delivery_id, [(o.id, True, 0, None, now, now) for o in rows
+                                                    if o.job_id == job_id], retry_at=None, give_up=False)
+
+
+def test_a_running_superseded_job_does_not_deliver(store: AuditStore) -> None:
+    first = _queued_job(store)
+    assert store.claim_next_job() is not None  # running when the rest of the series arrives
+    second = _rerun(store, "1.2")
+    store.finish_job(first, [_output()], {}, "1.0.0")
+    assert store.due_deliveries(utcnow()) == []  # results of a replaced job are not sent
+    job, deliveries, _ = store.get_job(first)  # type: ignore[misc]
+    assert job.superseded_by_job_id == second and deliveries == []
+    assert "not delivered: superseded" in (store.events("1.2.3", kind="job_succeeded")[0].detail or "")
+    assert store.withdrawals(second) == {}  # nothing was delivered, nothing to withdraw
+
+
+def test_superseded_while_running_is_not_run_again_after_a_restart(store: AuditStore) -> None:
+    first = _queued_job(store)
+    store.claim_next_job()
+    second = _rerun(store, "1.2")
+    assert store.requeue_interrupted() == []
+    assert store.get_job(first)[0].state is JobState.CANCELLED  # type: ignore[index]
+    assert store.claim_next_job().id == second  # type: ignore[union-attr]
+
+
+def test_withdrawals_list_what_each_destination_accepted(store: AuditStore) -> None:
+    first = _queued_job(store, destinations=("pacs",))
+    _run_and_deliver(store, first, [_output("2.25.2"), dataclasses.replace(_output("2.25.3"), kind="SR")])
+    second = _rerun(store, "1.2")
+    [(destination, outputs)] = store.withdrawals(second).items()
+    assert destination == "pacs" and sorted(o.sop_instance_uid for o in outputs) == ["2.25.2", "2.25.3"]
+
+
+def test_a_chain_of_reruns_withdraws_everything_once(store: AuditStore) -> None:
+    a = _queued_job(store)
+    _run_and_deliver(store, a, [_output("2.25.2")])
+    b = _rerun(store, "1.2")
+    c = _rerun(store, "1.3")  # b is still queued: cancelled, and c takes over withdrawing a's results
+    assert store.get_job(b)[0].state is JobState.CANCELLED  # type: ignore[index]
+    assert store.get_job(a)[0].superseded_by_job_id == c  # type: ignore[index]
+    assert {d: [o.sop_instance_uid for o in outs] for d, outs in store.withdrawals(c).items()} == \
+        {"pacs": ["2.25.2"]}
+    # d replaces c after c delivered its own SEG and its rejection note of a's SEG:
+    # d withdraws c's SEG only (a's was withdrawn already; a rejection note is never withdrawn)
+    note = dataclasses.replace(_output("2.25.50"), kind="REJECT", variant="to:pacs")
+    _run_and_deliver(store, c, [_output("2.25.40"), note], {"withdrawn": {"pacs": ["2.25.2"]}})
+    d = _rerun(store, "1.4")
+    assert {k: [o.sop_instance_uid for o in v] for k, v in store.withdrawals(d).items()} == {"pacs": ["2.25.40"]}
+
+
+def test_an_attempt_finishing_after_its_delivery_was_stopped_keeps_it_stopped(store: AuditStore) -> None:
+    first = _queued_job(store)
+    store.claim_next_job()
+    store.finish_job(first, [_output()], {}, "1.0.0")
+    [delivery_id] = store.due_deliveries(utcnow())
+    _, rows = store.load_delivery(delivery_id)  # egress starts sending ...
+    _rerun(store, "1.2")  # ... the job is superseded meanwhile: its pending delivery is stopped
+    now = utcnow()
+    state = store.record_delivery_attempt(delivery_id, [(rows[0].id, True, 0, None, now, now)],
+                                          retry_at=None, give_up=False)
+    assert state is DeliveryState.FAILED  # not resurrected as succeeded or pending
+    _, deliveries, attempts = store.get_job(first)  # type: ignore[misc]
+    assert "superseded by job" in (deliveries[0].last_error or "") and attempts[0].succeeded  # what was sent is on record
