@@ -60,6 +60,12 @@ def _check_ae_title(value: str) -> str:
     return value.strip()
 
 
+def _check_tokens(value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+    if any(len(t.get_secret_value()) < 16 for t in value):
+        raise ValueError("an API token has at least 16 characters")
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -216,12 +222,7 @@ class Source(_Model):
     calling_ae_titles: tuple[str, ...] = ()
     api_tokens: tuple[SecretStr, ...] = ()
 
-    @field_validator("api_tokens")
-    @classmethod
-    def _long_enough(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
-        if any(len(t.get_secret_value()) < 16 for t in value):
-            raise ValueError("an API token has at least 16 characters")
-        return value
+    _long_enough = field_validator("api_tokens")(_check_tokens)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Source:
@@ -273,12 +274,7 @@ class ApiSettings(_Model):
     #: responses (RetrieveURL, BulkDataURI) start with it. Default: from the request.
     public_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
 
-    @field_validator("tokens")
-    @classmethod
-    def _long_enough(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
-        if any(len(t.get_secret_value()) < 16 for t in value):
-            raise ValueError("an API token has at least 16 characters")
-        return value
+    _long_enough = field_validator("tokens")(_check_tokens)
 
 
 class CompletenessSettings(_Model):
