@@ -37,17 +37,12 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pynetdicom import StoragePresentationContexts, build_role, evt
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-)
 
 from node.config import DimseSource, Source
 from node.db.models import Instance, Job
 from node.db.store import AuditStore
 from node.errors import JobError
-from node.retrieve import RetrieveError, SpoolWriter, _associate, _cfind, _check_sub_operations, _dimse_ae
+from node.retrieve import RetrieveError, _cfind, cget, cmove
 from node.storage import Spool
 from node.work import PriorInputs
 
@@ -224,30 +219,9 @@ def _series_identifier(prior: PriorCandidate) -> Dataset:
 def retrieve_series(source: DimseSource, prior: PriorCandidate, calling: str, spool: Spool,
                     store: AuditStore) -> int:
     """C-GET (one association) or C-MOVE (to ``calling``, this node) the prior series; return the count."""
-    ae = _dimse_ae(source.calling_ae_title or calling, source.timeout_seconds)
     if source.retrieve == "c-move":
-        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-        assoc = _associate(ae, source)
-        try:
-            return _check_sub_operations(assoc.send_c_move(
-                _series_identifier(prior), calling, StudyRootQueryRetrieveInformationModelMove), "C-MOVE")
-        finally:
-            if assoc.is_established:
-                assoc.release()
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    roles = []
-    for cx in StoragePresentationContexts[:127]:
-        ae.add_requested_context(cx.abstract_syntax)
-        roles.append(build_role(cx.abstract_syntax, scp_role=True))
-    writer = SpoolWriter(spool, store, source.ae_title, source=PRIOR_SOURCE)
-    assoc = _associate(ae, source, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, writer.handle)])
-    try:
-        _check_sub_operations(assoc.send_c_get(_series_identifier(prior), StudyRootQueryRetrieveInformationModelGet),
-                              "C-GET")
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    return writer.stored
+        return cmove(source, _series_identifier(prior), calling, calling)
+    return cget(source, _series_identifier(prior), calling, spool, store, audit_source=PRIOR_SOURCE)
 
 
 # -- the hook ------------------------------------------------------------------------------

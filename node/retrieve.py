@@ -214,34 +214,36 @@ def _check_sub_operations(responses: Any, what: str) -> int:
     return completed
 
 
-def retrieve_cget(source: DimseSource, study_uid: str, calling: str, spool: Spool, store: AuditStore) -> int:
-    """C-GET a study on one association (PS3.4 C.4.3); return the instances stored."""
+def cget(source: DimseSource, identifier: Dataset, calling: str, spool: Spool, store: AuditStore,
+         audit_source: str = "c-get") -> int:
+    """C-GET what ``identifier`` names on one association (PS3.4 C.4.3); return the instances stored.
+
+    ``audit_source`` is recorded as the instances' origin (``c-get``, or ``prior``).
+    """
     ae = _dimse_ae(source.calling_ae_title or calling, source.timeout_seconds)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     roles = []
     for cx in StoragePresentationContexts[:127]:
         ae.add_requested_context(cx.abstract_syntax)
         roles.append(build_role(cx.abstract_syntax, scp_role=True))
-    writer = SpoolWriter(spool, store, source.ae_title)
+    writer = SpoolWriter(spool, store, source.ae_title, source=audit_source)
     assoc = _associate(ae, source, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, writer.handle)])
     try:
-        _check_sub_operations(assoc.send_c_get(_identifier(study_uid), StudyRootQueryRetrieveInformationModelGet),
-                              "C-GET")
+        _check_sub_operations(assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet), "C-GET")
     finally:
         if assoc.is_established:
             assoc.release()
     return writer.stored
 
 
-def retrieve_cmove(source: DimseSource, study_uid: str, calling: str, move_destination: str) -> int:
-    """C-MOVE a study to this node's Storage SCP (PS3.4 C.4.2); return the completed sub-operations."""
+def cmove(source: DimseSource, identifier: Dataset, calling: str, move_destination: str) -> int:
+    """C-MOVE what ``identifier`` names to ``move_destination`` (PS3.4 C.4.2); return the completed sub-operations."""
     ae = _dimse_ae(source.calling_ae_title or calling, source.timeout_seconds)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
     assoc = _associate(ae, source)
     try:
         return _check_sub_operations(
-            assoc.send_c_move(_identifier(study_uid), move_destination, StudyRootQueryRetrieveInformationModelMove),
-            "C-MOVE")
+            assoc.send_c_move(identifier, move_destination, StudyRootQueryRetrieveInformationModelMove), "C-MOVE")
     finally:
         if assoc.is_established:
             assoc.release()
@@ -358,8 +360,8 @@ class Retriever:
         if source.dimse is None:
             raise RetrieveError("source has neither dimse nor dicomweb")
         if source.dimse.retrieve == "c-move":
-            return retrieve_cmove(source.dimse, study, self._calling, self._calling)
-        return retrieve_cget(source.dimse, study, self._calling, self._spool, self._store)
+            return cmove(source.dimse, _identifier(study), self._calling, self._calling)
+        return cget(source.dimse, _identifier(study), self._calling, self._spool, self._store)
 
 
 def plan_request_jobs(
