@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 import highdicom as hd
+from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity, derived_uid
@@ -76,6 +77,16 @@ def contributing_equipment(
     )
     item.DeviceUID = algorithm_device_uid(algorithm)
     return [item]
+
+
+def set_general_equipment(ds: Dataset, device: DeviceIdentity) -> None:
+    """The node as the General Equipment (PS3.3 C.7.5.1) of a result built by hand."""
+    ds.Manufacturer = device.manufacturer
+    ds.ManufacturerModelName = device.manufacturer_model_name
+    ds.SoftwareVersions = device.software_versions
+    ds.DeviceSerialNumber = device.device_serial_number
+    if device.institution_name:
+        ds.InstitutionName = device.institution_name
 
 
 def result_object_arguments(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import secrets
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -189,15 +188,6 @@ class PartSpooler:
     @property
     def received_bytes(self) -> int:
         return self._received
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a spooled part to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- responses ------------------------------------------------------------------

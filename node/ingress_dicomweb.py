@@ -27,10 +27,10 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
 from node.db.store import AuditStore, ReceivedInstance
-from node.dicomweb_multipart import Part, fsync_file
+from node.dicomweb_multipart import Part
 from node.dimse import StoreStatus
 from node.ingress_dimse import decodable_transfer_syntaxes
-from node.storage import Spool, fsync_dir
+from node.storage import Spool, fsync_path
 
 logger = logging.getLogger(__name__)
 
@@ -237,10 +237,10 @@ class StowIngress:
                          ids: tuple[str, str]) -> Path:
         path = self._spool.instance_path(study_uid, series_uid, sop_uid)
         try:
-            fsync_file(part.path)
+            fsync_path(part.path)
             path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(part.path, path)
-            fsync_dir(path.parent)
+            fsync_path(path.parent)
         except OSError as exc:
             raise _Refused(FailureReason.OUT_OF_RESOURCES, f"cannot store: {exc.strerror or exc}", *ids) from exc
         return path

@@ -39,8 +39,8 @@ def safe_uid(uid: str) -> str:
     return "x" + hashlib.sha256(uid.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
-def fsync_dir(path: Path) -> None:
-    """fsync a directory, so a rename into it survives a crash."""
+def fsync_path(path: Path) -> None:
+    """fsync a file (its data reaches the disk) or a directory (a rename into it survives a crash)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -58,7 +58,7 @@ def write_atomic(path: Path, data: bytes | memoryview) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()

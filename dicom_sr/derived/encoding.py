@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 from pydicom.valuerep import DSfloat
 
+from dicom_sr.equipment import set_general_equipment
 from dicom_sr.errors import EncodingError
 from dicom_sr.geometry import functional_group
 from dicom_sr.identity import DeviceIdentity, ResultIdentity
@@ -160,10 +161,5 @@ def result_skeleton(
     ds.SeriesDescription = identity.series_description
     ds.FrameOfReferenceUID = source.FrameOfReferenceUID
     ds.PositionReferenceIndicator = source.get("PositionReferenceIndicator", "")
-    ds.Manufacturer = device.manufacturer
-    ds.ManufacturerModelName = device.manufacturer_model_name
-    ds.SoftwareVersions = device.software_versions
-    ds.DeviceSerialNumber = device.device_serial_number
-    if device.institution_name:
-        ds.InstitutionName = device.institution_name
+    set_general_equipment(ds, device)
     return ds

@@ -14,7 +14,12 @@ from collections.abc import Sequence
 import highdicom as hd
 from pydicom.dataset import Dataset
 
-from dicom_sr.codes import OBSERVER_TYPE_DEVICE, OF_INTEREST, REJECTED_FOR_QUALITY_REASONS, coded_concept
+from dicom_sr.codes import (
+    OBSERVER_TYPE_DEVICE,
+    OF_INTEREST,
+    REJECTED_FOR_QUALITY_REASONS,
+    coded_concept,
+)
 from dicom_sr.equipment import result_object_arguments
 from dicom_sr.errors import EncodingError
 from dicom_sr.geometry import source_frames

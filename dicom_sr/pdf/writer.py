@@ -18,7 +18,7 @@ from pydicom.sequence import Sequence as DataElementSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, EncapsulatedPDFStorage, ExplicitVRLittleEndian
 
 from dicom_sr.codes import DIAGNOSTIC_IMAGING_REPORT
-from dicom_sr.equipment import contributing_equipment
+from dicom_sr.equipment import contributing_equipment, set_general_equipment
 from dicom_sr.geometry import source_frames
 from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity
 from dicom_sr.render import frames_to_show, render_frame
@@ -94,12 +94,7 @@ def write_pdf_report(
     ds.SeriesInstanceUID = identity.series_instance_uid
     ds.SeriesNumber = identity.series_number
     ds.SeriesDescription = identity.series_description
-    ds.Manufacturer = device.manufacturer
-    ds.ManufacturerModelName = device.manufacturer_model_name
-    ds.SoftwareVersions = device.software_versions
-    ds.DeviceSerialNumber = device.device_serial_number
-    if device.institution_name:
-        ds.InstitutionName = device.institution_name
+    set_general_equipment(ds, device)
     ds.ConversionType = "WSD"
     ds.InstanceNumber = identity.instance_number
     ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")

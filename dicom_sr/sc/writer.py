@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DataElementSequence
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicom_sr.equipment import contributing_equipment
+from dicom_sr.equipment import contributing_equipment, set_general_equipment
 from dicom_sr.errors import EncodingError
 from dicom_sr.geometry import SourceFrames, source_frames
 from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity, derived_uid
@@ -123,11 +123,7 @@ def _image(
         image.Laterality = ""  # Type 2C: unknown for a derived image of any body part
     image.ImageComments = f"{DISCLAIMER}; {algorithm.name} {algorithm.version}"
     image.DerivationDescription = f"Segment outlines of {algorithm.name} {algorithm.version}"[:1024]
-    image.ManufacturerModelName = device.manufacturer_model_name
-    image.SoftwareVersions = device.software_versions
-    image.DeviceSerialNumber = device.device_serial_number
-    if device.institution_name:
-        image.InstitutionName = device.institution_name
+    set_general_equipment(image, device)
     image.SourceImageSequence = DataElementSequence([_source_item(source, frame_number)])
     finish_result(image, source)
     return image
