@@ -32,7 +32,10 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the project first: tests/dicom_sr must not shadow dicom_sr
+sys.path[:0] = [
+    str(ROOT),
+    str(ROOT / "tests"),
+]  # the project first: tests/dicom_sr must not shadow dicom_sr
 
 import peers
 from dicomweb_client import DICOMwebClient
@@ -47,33 +50,52 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _settings(workdir: Path, serve_inputs: bool = False) -> Any:
-    return load_settings(overrides={
-        "node": {"dicom_host": "127.0.0.1", "dicom_port": 0, "http_port": 0, "storage_dir": str(workdir),
-                 "study_stable_seconds": 3600, "min_free_disk_mb": 64},
-        "api": {"tokens": [TOKEN], "max_upload_mb": 8192, "serve_inputs": serve_inputs},
-    })
+    return load_settings(
+        overrides={
+            "node": {
+                "dicom_host": "127.0.0.1",
+                "dicom_port": 0,
+                "http_port": 0,
+                "storage_dir": str(workdir),
+                "study_stable_seconds": 3600,
+                "min_free_disk_mb": 64,
+            },
+            "api": {"tokens": [TOKEN], "max_upload_mb": 8192, "serve_inputs": serve_inputs},
+        }
+    )
 
 
 def _post(client: httpx.Client, url: str, files: Sequence[Path]) -> None:
     boundary = new_boundary()
     body: Iterator[bytes] = multipart_files([(f, "application/dicom") for f in files], boundary)
-    response = client.post(url, content=body, headers={
-        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}', **AUTH})
+    response = client.post(
+        url,
+        content=body,
+        headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            **AUTH,
+        },
+    )
     if response.status_code != 200:
         raise SystemExit(f"STOW-RS answered {response.status_code}: {response.text[:300]}")
 
 
 def _rate(count: int, megabytes: float, seconds: float) -> dict[str, float]:
-    return {"seconds": round(seconds, 2), "instances_per_s": round(count / seconds, 1),
-            "mb_per_s": round(megabytes / seconds, 1)}
+    return {
+        "seconds": round(seconds, 2),
+        "instances_per_s": round(count / seconds, 1),
+        "mb_per_s": round(megabytes / seconds, 1),
+    }
 
 
-def _stow(files: list[Path], megabytes: float, tmp: Path, name: str, batch: int) -> dict[str, float]:
+def _stow(
+    files: list[Path], megabytes: float, tmp: Path, name: str, batch: int
+) -> dict[str, float]:
     with Node(_settings(tmp / name)) as node, httpx.Client(timeout=600) as client:
         url = f"http://127.0.0.1:{node.http_port}/dicom-web/studies"
         t0 = time.perf_counter()
         for start in range(0, len(files), batch):
-            _post(client, url, files[start:start + batch])
+            _post(client, url, files[start : start + batch])
         seconds = time.perf_counter() - t0
         stored = len(node.store.instances())
     if stored != len(files):
@@ -83,7 +105,9 @@ def _stow(files: list[Path], megabytes: float, tmp: Path, name: str, batch: int)
 
 def _dicomweb_client(datasets: list[Any], megabytes: float, tmp: Path) -> dict[str, float]:
     with Node(_settings(tmp / "dicomweb-client")) as node:
-        client = DICOMwebClient(f"http://127.0.0.1:{node.http_port}/dicom-web", headers=AUTH, timeout=600)
+        client = DICOMwebClient(
+            f"http://127.0.0.1:{node.http_port}/dicom-web", headers=AUTH, timeout=600
+        )
         t0 = time.perf_counter()
         client.store_instances(datasets)
         seconds = time.perf_counter() - t0
@@ -100,14 +124,25 @@ def _storescu(files: list[Path], megabytes: float, tmp: Path) -> dict[str, float
 
 def _wado_frames(files: list[Path], datasets: list[Any], tmp: Path) -> dict[str, dict[str, float]]:
     """Frames and rendered images of every instance, one request each (how OHIF loads a series)."""
-    with Node(_settings(tmp / "wado", serve_inputs=True)) as node, httpx.Client(timeout=60) as client:
+    with (
+        Node(_settings(tmp / "wado", serve_inputs=True)) as node,
+        httpx.Client(timeout=60) as client,
+    ):
         base = f"http://127.0.0.1:{node.http_port}/dicom-web"
         _post(client, f"{base}/studies", files)
-        urls = [f"{base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
-                for ds in datasets]
+        urls = [
+            f"{base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+            for ds in datasets
+        ]
         results = {}
-        for label, suffix, accept in (("wado_frames_native", "/frames/1", 'multipart/related; type="application/octet-stream"'),
-                                      ("wado_rendered_jpeg", "/rendered", "image/jpeg")):
+        for label, suffix, accept in (
+            (
+                "wado_frames_native",
+                "/frames/1",
+                'multipart/related; type="application/octet-stream"',
+            ),
+            ("wado_rendered_jpeg", "/rendered", "image/jpeg"),
+        ):
             received = 0
             t0 = time.perf_counter()
             for url in urls:
@@ -116,9 +151,11 @@ def _wado_frames(files: list[Path], datasets: list[Any], tmp: Path) -> dict[str,
                     raise SystemExit(f"{label}: {response.status_code} {response.text[:200]}")
                 received += len(response.content)
             seconds = time.perf_counter() - t0
-            results[label] = {"requests_per_s": round(len(urls) / seconds, 1),
-                              "ms_per_request": round(1000 * seconds / len(urls), 2),
-                              "mb_per_s": round(received / 1e6 / seconds, 1)}
+            results[label] = {
+                "requests_per_s": round(len(urls) / seconds, 1),
+                "ms_per_request": round(1000 * seconds / len(urls), 2),
+                "mb_per_s": round(received / 1e6 / seconds, 1),
+            }
     return results
 
 
@@ -139,7 +176,9 @@ def main() -> None:
             files.append(path)
         megabytes = sum(p.stat().st_size for p in files) / 1e6
         results: dict[str, Any] = {
-            "machine": platform.platform(), "instances": len(files), "megabytes": round(megabytes, 1),
+            "machine": platform.platform(),
+            "instances": len(files),
+            "megabytes": round(megabytes, 1),
             "stow_one_request": _stow(files, megabytes, tmp, "one", len(files)),
             "stow_batches_of_50": _stow(files, megabytes, tmp, "fifty", 50),
             "stow_one_per_request": _stow(files, megabytes, tmp, "single", 1),

@@ -28,9 +28,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the project first: tests/dicom_sr must not shadow dicom_sr
+sys.path[:0] = [
+    str(ROOT),
+    str(ROOT / "tests"),
+]  # the project first: tests/dicom_sr must not shadow dicom_sr
 
 import peers  # noqa: E402
+
 from node.app import Node  # noqa: E402
 from node.config import load_settings  # noqa: E402
 from node.db.models import JobState  # noqa: E402
@@ -40,16 +44,32 @@ from node.scu import send_datasets  # noqa: E402
 
 def _settings(workdir: Path, orthanc: peers.Orthanc | None, routes: bool) -> Any:
     overrides: dict[str, Any] = {
-        "node": {"dicom_host": "127.0.0.1", "dicom_port": 0, "http_port": 0, "storage_dir": str(workdir),
-                 "study_stable_seconds": 1.0, "poll_interval_seconds": 0.1, "min_free_disk_mb": 64,
-                 "job_timeout_seconds": 600},
+        "node": {
+            "dicom_host": "127.0.0.1",
+            "dicom_port": 0,
+            "http_port": 0,
+            "storage_dir": str(workdir),
+            "study_stable_seconds": 1.0,
+            "poll_interval_seconds": 0.1,
+            "min_free_disk_mb": 64,
+            "job_timeout_seconds": 600,
+        },
     }
     if orthanc is not None:
-        overrides["destinations"] = {"pacs": {"dimse": {"ae_title": orthanc.aet, "host": "127.0.0.1",
-                                                        "port": orthanc.dicom_port}}}
+        overrides["destinations"] = {
+            "pacs": {
+                "dimse": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+            }
+        }
     if routes:
-        overrides["routes"] = [{"name": "ct", "match": {"Modality": "CT"}, "pipelines": ["ct-anatomy"],
-                                "send_to": ["pacs"] if orthanc else []}]
+        overrides["routes"] = [
+            {
+                "name": "ct",
+                "match": {"Modality": "CT"},
+                "pipelines": ["ct-anatomy"],
+                "send_to": ["pacs"] if orthanc else [],
+            }
+        ]
     return load_settings(overrides=overrides)
 
 
@@ -66,14 +86,20 @@ def bench_ingest(datasets: list[Any], tmp: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         peers.storescu("127.0.0.1", node.dicom_port, "AINODE", files, check=True, timeout=600)
         seconds = time.perf_counter() - t0
-    out["storescu"] = {"seconds": round(seconds, 2), "instances_per_s": round(len(files) / seconds, 1),
-                       "mb_per_s": round(megabytes / seconds, 1)}
+    out["storescu"] = {
+        "seconds": round(seconds, 2),
+        "instances_per_s": round(len(files) / seconds, 1),
+        "mb_per_s": round(megabytes / seconds, 1),
+    }
     with Node(_settings(tmp / "ingest-pynetdicom", None, routes=False), http=False) as node:
         t0 = time.perf_counter()
         send_datasets(datasets, "127.0.0.1", node.dicom_port, "AINODE", timeout=120)
         seconds = time.perf_counter() - t0
-    out["pynetdicom_scu"] = {"seconds": round(seconds, 2), "instances_per_s": round(len(files) / seconds, 1),
-                             "mb_per_s": round(megabytes / seconds, 1)}
+    out["pynetdicom_scu"] = {
+        "seconds": round(seconds, 2),
+        "instances_per_s": round(len(files) / seconds, 1),
+        "mb_per_s": round(megabytes / seconds, 1),
+    }
     return out
 
 
@@ -86,7 +112,11 @@ def bench_round_trip(name: str, phantom: Any, orthanc: peers.Orthanc, tmp: Path)
 
         def delivered() -> Any:
             jobs = node.store.list_jobs(limit=1)
-            if jobs and jobs[0].state in (JobState.DELIVERED, JobState.FAILED, JobState.DELIVERY_FAILED):
+            if jobs and jobs[0].state in (
+                JobState.DELIVERED,
+                JobState.FAILED,
+                JobState.DELIVERY_FAILED,
+            ):
                 return jobs[0]
             return None
 
@@ -103,8 +133,12 @@ def bench_round_trip(name: str, phantom: Any, orthanc: peers.Orthanc, tmp: Path)
     return {
         "instances": len(phantom.datasets),
         "send_s": round(sent, 2),
-        "complete_to_results_in_orthanc_s": round((job.delivered_at - complete_at).total_seconds(), 2),
-        "queue_wait_s": round((job.started_at - complete_at).total_seconds(), 2) if job.started_at else None,
+        "complete_to_results_in_orthanc_s": round(
+            (job.delivered_at - complete_at).total_seconds(), 2
+        ),
+        "queue_wait_s": round((job.started_at - complete_at).total_seconds(), 2)
+        if job.started_at
+        else None,
         "job_run_s": round((job.finished_at - job.started_at).total_seconds(), 2),
         "delivery_s": round((job.delivered_at - job.finished_at).total_seconds(), 2),
         "worker_phases_s": summary.get("timings"),
@@ -120,27 +154,40 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
     }
     with tempfile.TemporaryDirectory(prefix="ainode-bench-") as tmpdir:
         tmp = Path(tmpdir)
         print(f"making a {args.slices}x{args.size}x{args.size} CT phantom ...", flush=True)
         spacing = 350.0 / args.size
-        big = make_chest_phantom(n_slices=args.slices, rows=args.size, columns=args.size,
-                                 pixel_spacing=(spacing, spacing), slice_thickness=1.0)
+        big = make_chest_phantom(
+            n_slices=args.slices,
+            rows=args.size,
+            columns=args.size,
+            pixel_spacing=(spacing, spacing),
+            slice_thickness=1.0,
+        )
         print("C-STORE ingest ...", flush=True)
         results["ingest"] = bench_ingest(big.datasets, tmp)
         print(json.dumps(results["ingest"], indent=2), flush=True)
         with peers.Orthanc() as orthanc:
             print("round trip: demo phantom ...", flush=True)
-            results["round_trip_demo"] = bench_round_trip("demo", make_chest_phantom(), orthanc, tmp)
+            results["round_trip_demo"] = bench_round_trip(
+                "demo", make_chest_phantom(), orthanc, tmp
+            )
             print(json.dumps(results["round_trip_demo"], indent=2), flush=True)
             print(f"round trip: {args.slices}-slice CT ...", flush=True)
             results["round_trip_large"] = bench_round_trip("large", big, orthanc, tmp)
             print(json.dumps(results["round_trip_large"], indent=2), flush=True)
     results["peak_rss_mb"] = {
         "node_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "largest_worker_or_child": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "largest_worker_or_child": round(
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+        ),
     }
     print(json.dumps(results, indent=2, default=str))
     if args.json:

@@ -45,7 +45,9 @@ def chest_ct(shape: tuple[int, int, int] = CT_SHAPE, shift_mm: float = 0.0) -> A
     body = ((r - cr) / 180.0) ** 2 + ((c - cc) / 230.0) ** 2 <= 1.0
     voxels[np.broadcast_to(body, shape)] = 40.0
     for side in (-1, 1):
-        lung = ((r - cr + 10) / 110.0) ** 2 + ((c - cc - side * 110) / 80.0) ** 2 + ((f - 150) / 170.0) ** 2 <= 1
+        lung = ((r - cr + 10) / 110.0) ** 2 + ((c - cc - side * 110) / 80.0) ** 2 + (
+            (f - 150) / 170.0
+        ) ** 2 <= 1
         voxels[lung] = -850.0
     spine = ((r - cr - 120) / 25.0) ** 2 + ((c - cc) / 25.0) ** 2 <= 1.0
     voxels[np.broadcast_to(spine, shape)] = 700.0
@@ -63,32 +65,87 @@ def _spleen_bundle(root: Path) -> tuple[Path, str, Path]:
 
     from pipelines.monai_bundle import sha256_of
 
-    net = {"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 2,
-           "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2, "norm": "batch"}
+    net = {
+        "_target_": "UNet",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 2,
+        "channels": [16, 32, 64, 128, 256],
+        "strides": [2, 2, 2, 2],
+        "num_res_units": 2,
+        "norm": "batch",
+    }
     torch.manual_seed(0)
     network = UNet(**{k: v for k, v in net.items() if k != "_target_"})  # type: ignore[arg-type]
     (root / "configs").mkdir(parents=True)
     (root / "models").mkdir()
-    (root / "configs" / "metadata.json").write_text(_json.dumps({
-        "version": "0.5.9", "name": "spleen_ct_segmentation_like",
-        "network_data_format": {
-            "inputs": {"image": {"type": "image", "modality": "CT", "num_channels": 1,
-                                 "spatial_shape": [96, 96, 96]}},
-            "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": 2,
-                                 "channel_def": {"0": "background", "1": "spleen"}}}}}))
-    (root / "configs" / "inference.json").write_text(_json.dumps({
-        "network_def": net,
-        "preprocessing": {"_target_": "Compose", "transforms": [
-            {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
-            {"_target_": "Spacingd", "keys": "image", "pixdim": [1.5, 1.5, 2.0]},
-            {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -57, "a_max": 164,
-             "b_min": 0.0, "b_max": 1.0, "clip": True}]},
-        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [96, 96, 96],
-                    "sw_batch_size": 4, "overlap": 0.5}}))
+    (root / "configs" / "metadata.json").write_text(
+        _json.dumps(
+            {
+                "version": "0.5.9",
+                "name": "spleen_ct_segmentation_like",
+                "network_data_format": {
+                    "inputs": {
+                        "image": {
+                            "type": "image",
+                            "modality": "CT",
+                            "num_channels": 1,
+                            "spatial_shape": [96, 96, 96],
+                        }
+                    },
+                    "outputs": {
+                        "pred": {
+                            "type": "image",
+                            "format": "segmentation",
+                            "num_channels": 2,
+                            "channel_def": {"0": "background", "1": "spleen"},
+                        }
+                    },
+                },
+            }
+        )
+    )
+    (root / "configs" / "inference.json").write_text(
+        _json.dumps(
+            {
+                "network_def": net,
+                "preprocessing": {
+                    "_target_": "Compose",
+                    "transforms": [
+                        {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
+                        {"_target_": "Spacingd", "keys": "image", "pixdim": [1.5, 1.5, 2.0]},
+                        {
+                            "_target_": "ScaleIntensityRanged",
+                            "keys": "image",
+                            "a_min": -57,
+                            "a_max": 164,
+                            "b_min": 0.0,
+                            "b_max": 1.0,
+                            "clip": True,
+                        },
+                    ],
+                },
+                "inferer": {
+                    "_target_": "SlidingWindowInferer",
+                    "roi_size": [96, 96, 96],
+                    "sw_batch_size": 4,
+                    "overlap": 0.5,
+                },
+            }
+        )
+    )
     torch.save(network.state_dict(), root / "models" / "model.pt")
     labels = root / "labels.yaml"
-    labels.write_text(yaml.safe_dump({"spleen": {"category": ["91723000", "SCT", "Anatomical Structure"],
-                                                 "type": ["78961009", "SCT", "Spleen"]}}))
+    labels.write_text(
+        yaml.safe_dump(
+            {
+                "spleen": {
+                    "category": ["91723000", "SCT", "Anatomical Structure"],
+                    "type": ["78961009", "SCT", "Spleen"],
+                }
+            }
+        )
+    )
     return root, sha256_of(root / "models" / "model.pt"), labels
 
 
@@ -104,17 +161,56 @@ def _densenet_bundle(root: Path) -> tuple[Path, str]:
     network = DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)
     (root / "configs").mkdir(parents=True)
     (root / "models").mkdir()
-    codes = {k: {"category": ["404684003", "SCT", "Clinical finding"], "type": v}
-             for k, v in {"normal": ["17621005", "SCT", "Normal"], "abnormal": ["263654008", "SCT", "Abnormal"]}.items()}
-    (root / "configs" / "metadata.json").write_text(_json.dumps({
-        "version": "1.0.0", "name": "densenet_dx", "label_codes": codes,
-        "network_data_format": {
-            "inputs": {"image": {"type": "image", "modality": "DX", "num_channels": 1, "spatial_shape": [224, 224]}},
-            "outputs": {"pred": {"type": "probabilities", "format": "classes", "num_channels": 2,
-                                 "channel_def": {"0": "normal", "1": "abnormal"}}}}}))
-    (root / "configs" / "inference.json").write_text(_json.dumps({
-        "network_def": {"_target_": "DenseNet121", "spatial_dims": 2, "in_channels": 1, "out_channels": 2},
-        "preprocessing": {"_target_": "Compose", "transforms": [{"_target_": "ScaleIntensityd", "keys": "image"}]}}))
+    codes = {
+        k: {"category": ["404684003", "SCT", "Clinical finding"], "type": v}
+        for k, v in {
+            "normal": ["17621005", "SCT", "Normal"],
+            "abnormal": ["263654008", "SCT", "Abnormal"],
+        }.items()
+    }
+    (root / "configs" / "metadata.json").write_text(
+        _json.dumps(
+            {
+                "version": "1.0.0",
+                "name": "densenet_dx",
+                "label_codes": codes,
+                "network_data_format": {
+                    "inputs": {
+                        "image": {
+                            "type": "image",
+                            "modality": "DX",
+                            "num_channels": 1,
+                            "spatial_shape": [224, 224],
+                        }
+                    },
+                    "outputs": {
+                        "pred": {
+                            "type": "probabilities",
+                            "format": "classes",
+                            "num_channels": 2,
+                            "channel_def": {"0": "normal", "1": "abnormal"},
+                        }
+                    },
+                },
+            }
+        )
+    )
+    (root / "configs" / "inference.json").write_text(
+        _json.dumps(
+            {
+                "network_def": {
+                    "_target_": "DenseNet121",
+                    "spatial_dims": 2,
+                    "in_channels": 1,
+                    "out_channels": 2,
+                },
+                "preprocessing": {
+                    "_target_": "Compose",
+                    "transforms": [{"_target_": "ScaleIntensityd", "keys": "image"}],
+                },
+            }
+        )
+    )
     torch.save(network.state_dict(), root / "models" / "model.pt")
     return root, sha256_of(root / "models" / "model.pt")
 
@@ -173,8 +269,11 @@ def run_case(case: str) -> dict[str, Any]:
         from pipelines.volume import load_volume
 
         spheres = tuple(HotSphere((200.0 + 60 * k, 380.0, 380.0), 15.0, 6.0 + k) for k in range(5))
-        volume = load_volume(make_pet_series(PetPhantom(shape=(300, 192, 192), spacing=(3.0, 4.0, 4.0),
-                                                        spheres=spheres)))
+        volume = load_volume(
+            make_pet_series(
+                PetPhantom(shape=(300, 192, 192), spacing=(3.0, 4.0, 4.0), spheres=spheres)
+            )
+        )
         pipeline = PetSuvPipeline()
     elif case.startswith("prior-compare"):
         from pipelines.prior_compare import PriorComparePipeline, PriorSeries
@@ -190,15 +289,21 @@ def run_case(case: str) -> dict[str, Any]:
         path, digest, labels = _spleen_bundle(tmp / "spleen")
         volume = chest_ct()
         precision = case.rsplit("-", 1)[1]
-        pipeline = MonaiBundlePipeline.configured("spleen", path, digest, labels, precision=precision)()
+        pipeline = MonaiBundlePipeline.configured(
+            "spleen", path, digest, labels, precision=precision
+        )()
     elif case == "bundle-cls":
         from bundles import make_volume
 
         from pipelines.monai_bundle import MonaiBundlePipeline
 
         path, digest = _densenet_bundle(tmp / "dx")
-        volume = make_volume(np.random.default_rng(0).normal(1000, 100, (1, 2048, 2048)),
-                             (1.0, 0.14, 0.14), modality="DX", planar=True)
+        volume = make_volume(
+            np.random.default_rng(0).normal(1000, 100, (1, 2048, 2048)),
+            (1.0, 0.14, 0.14),
+            modality="DX",
+            planar=True,
+        )
         pipeline = MonaiBundlePipeline.configured("dx", path, digest)()
     else:
         raise SystemExit(f"unknown case {case}")
@@ -215,8 +320,17 @@ def run_case(case: str) -> dict[str, Any]:
     return {"init_s": t1 - t0, "run_s": t2 - t1, **extra}
 
 
-CASES = ("load-ct", "ct-anatomy", "reformat", "pet-suv", "bundle-cls", "bundle-seg-fp32",
-         "bundle-seg-bf16", "prior-compare", "prior-compare-deformable")
+CASES = (
+    "load-ct",
+    "ct-anatomy",
+    "reformat",
+    "pet-suv",
+    "bundle-cls",
+    "bundle-seg-fp32",
+    "bundle-seg-bf16",
+    "prior-compare",
+    "prior-compare-deformable",
+)
 
 
 def main() -> None:
@@ -234,8 +348,12 @@ def main() -> None:
         sys.stdout.write(json.dumps(result) + "\n")
         return
     for case in args.cases:
-        proc = subprocess.run([sys.executable, __file__, case, "--child", "--threads", str(args.threads)],
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [sys.executable, __file__, case, "--child", "--threads", str(args.threads)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         line = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 else proc.stderr[-500:]
         sys.stdout.write(f"{case:26s} {line}\n")
         sys.stdout.flush()

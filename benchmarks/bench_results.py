@@ -140,14 +140,20 @@ def main() -> None:
     # the other viewer profiles a destination may ask for (one more SEG each)
     profiles = {
         "seg_labelmap": ViewerProfile(segmentation_type=SegmentationType.LABELMAP),
-        "seg_fractional_all_frames": ViewerProfile(segmentation_type=SegmentationType.FRACTIONAL,
-                                                   omit_empty_frames=False),
+        "seg_fractional_all_frames": ViewerProfile(
+            segmentation_type=SegmentationType.FRACTIONAL, omit_empty_frames=False
+        ),
         "seg_binary_jpeg2000": ViewerProfile(transfer_syntax_uid=JPEG2000Lossless),
     }
     profile_sizes = {}
     for label, profile in profiles.items():
-        other = _timed(label, results, lambda profile=profile: write_segmentation(
-            slices, findings, _identity(1), device, algorithm, profile=profile))
+        other = _timed(
+            label,
+            results,
+            lambda profile=profile: write_segmentation(
+                slices, findings, _identity(1), device, algorithm, profile=profile
+            ),
+        )
         profile_sizes[label] = _size([other])
     sr = _timed(
         "sr",

@@ -87,6 +87,7 @@ def procedure_reported(source_image: Dataset) -> Code:
         return IMAGING_PROCEDURE
     return code
 
+
 #: Probability of a classification (DCM 122157 "Probability"): a NUM child of
 #: the qualitative evaluation, unit UCUM "1" (no units), value in [0, 1].
 PROBABILITY: Final = Code("122157", "DCM", "Probability")

@@ -90,7 +90,11 @@ def set_general_equipment(ds: Dataset, device: DeviceIdentity) -> None:
 
 
 def result_object_arguments(
-    identity: ResultIdentity, device: DeviceIdentity, algorithm: AlgorithmIdentity, *, full: bool = True
+    identity: ResultIdentity,
+    device: DeviceIdentity,
+    algorithm: AlgorithmIdentity,
+    *,
+    full: bool = True,
 ) -> dict[str, Any]:
     """The keyword arguments every highdicom result constructor shares.
 

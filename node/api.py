@@ -54,7 +54,9 @@ Name = Annotated[str, Field(pattern=_NAME_PATTERN, max_length=64)]
 class ApiError(Exception):
     """An error answered as ``{"error": {...}}`` with ``status``."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
@@ -72,14 +74,30 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-          405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "payload_too_large",
-          415: "unsupported_media_type", 422: "invalid_request", 500: "internal_error",
-          503: "unavailable", 507: "insufficient_storage"}
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    500: "internal_error",
+    503: "unavailable",
+    507: "insufficient_storage",
+}
 
 
-def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {"error": {"status": status, "code": code, "message": message, "details": details or []}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -93,21 +111,29 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _CODES.get(exc.status_code, "error")
         headers = getattr(exc, "headers", None)
-        if exc.status_code == 405:  # every method the path takes, not only the first matching route's
+        if (
+            exc.status_code == 405
+        ):  # every method the path takes, not only the first matching route's
             headers = {"Allow": ", ".join(_allowed_methods(request))}
         return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"location": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
-                   for e in exc.errors()]
+        details = [
+            {"location": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
         first = details[0] if details else {"location": "?", "message": "invalid"}
-        return error_response(422, "invalid_request", f"{first['location']}: {first['message']}", details)
+        return error_response(
+            422, "invalid_request", f"{first['location']}: {first['message']}", details
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error answering an API request")
-        return error_response(500, "internal_error", f"internal error ({type(exc).__name__}); see the node's log")
+        return error_response(
+            500, "internal_error", f"internal error ({type(exc).__name__}); see the node's log"
+        )
 
 
 def _allowed_methods(request: Request) -> list[str]:
@@ -120,8 +146,11 @@ def _allowed_methods(request: Request) -> list[str]:
 
 # -- authentication -------------------------------------------------------------------
 
-_bearer = HTTPBearer(auto_error=False, description="An API token from api.tokens or AINODE_API_TOKEN; "
-                     "/dicom-web also takes a source's sender token (sources.<name>.api_tokens)")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API token from api.tokens or AINODE_API_TOKEN; "
+    "/dicom-web also takes a source's sender token (sources.<name>.api_tokens)",
+)
 
 NO_TOKEN_MESSAGE = (
     "API authentication is on but no token is configured: add one under api.tokens in the "
@@ -130,8 +159,9 @@ NO_TOKEN_MESSAGE = (
 )
 
 
-def bearer_auth(api: ApiSettings, tokens: tuple[str, ...],
-                sender_tokens: Mapping[str, str] | None = None) -> Callable[..., str | None]:
+def bearer_auth(
+    api: ApiSettings, tokens: tuple[str, ...], sender_tokens: Mapping[str, str] | None = None
+) -> Callable[..., str | None]:
     """A dependency that checks ``Authorization: Bearer <token>`` in constant time.
 
     Parameters
@@ -153,7 +183,9 @@ def bearer_auth(api: ApiSettings, tokens: tuple[str, ...],
     accepted = [(t.encode("utf-8"), None) for t in tokens]
     accepted += [(t.encode("utf-8"), name) for t, name in (sender_tokens or {}).items()]
 
-    def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str | None:
+    def check(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> str | None:
         if api.auth_disabled:
             return None
         if not accepted:
@@ -289,36 +321,75 @@ class InferenceRequestPage(BaseModel):
 
 
 def job_view(job: Job) -> dict[str, Any]:
-    run = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
+    run = (
+        (job.finished_at - job.started_at).total_seconds()
+        if job.finished_at and job.started_at
+        else None
+    )
     return {
-        "id": job.id, "state": job.state.value, "study_instance_uid": job.study_instance_uid,
-        "series_instance_uid": job.series_instance_uid, "modality": job.modality,
-        "route": job.route_name, "pipeline": job.pipeline_name, "pipeline_version": job.pipeline_version,
-        "attempts": job.attempts, "created_at": job.created_at, "started_at": job.started_at,
-        "finished_at": job.finished_at, "delivered_at": job.delivered_at, "error": job.error,
-        "run_seconds": run, "inference_request_id": job.inference_request_id,
+        "id": job.id,
+        "state": job.state.value,
+        "study_instance_uid": job.study_instance_uid,
+        "series_instance_uid": job.series_instance_uid,
+        "modality": job.modality,
+        "route": job.route_name,
+        "pipeline": job.pipeline_name,
+        "pipeline_version": job.pipeline_version,
+        "attempts": job.attempts,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "delivered_at": job.delivered_at,
+        "error": job.error,
+        "run_seconds": run,
+        "inference_request_id": job.inference_request_id,
         "superseded_by_job_id": job.superseded_by_job_id,
     }
 
 
-def job_detail(job: Job, deliveries: list[Delivery], attempts: list[DeliveryAttempt]) -> dict[str, Any]:
+def job_detail(
+    job: Job, deliveries: list[Delivery], attempts: list[DeliveryAttempt]
+) -> dict[str, Any]:
     return job_view(job) | {
         "inputs": [i.sop_instance_uid for i in job.inputs],
         "outputs": [
-            {"id": o.id, "kind": o.kind, "sop_class_uid": o.sop_class_uid, "sop_instance_uid": o.sop_instance_uid,
-             "series_instance_uid": o.series_instance_uid, "path": o.path, "size_bytes": o.size_bytes,
-             "sha256": o.sha256, "variant": o.variant}
+            {
+                "id": o.id,
+                "kind": o.kind,
+                "sop_class_uid": o.sop_class_uid,
+                "sop_instance_uid": o.sop_instance_uid,
+                "series_instance_uid": o.series_instance_uid,
+                "path": o.path,
+                "size_bytes": o.size_bytes,
+                "sha256": o.sha256,
+                "variant": o.variant,
+            }
             for o in job.outputs
         ],
         "deliveries": [
-            {"id": d.id, "destination": d.destination, "state": d.state.value, "attempts": d.attempts,
-             "next_attempt_at": d.next_attempt_at, "delivered_at": d.delivered_at, "last_error": d.last_error}
+            {
+                "id": d.id,
+                "destination": d.destination,
+                "state": d.state.value,
+                "attempts": d.attempts,
+                "next_attempt_at": d.next_attempt_at,
+                "delivered_at": d.delivered_at,
+                "last_error": d.last_error,
+            }
             for d in deliveries
         ],
         "delivery_attempts": [
-            {"delivery_id": a.delivery_id, "output_id": a.output_id, "attempt": a.attempt,
-             "started_at": a.started_at, "finished_at": a.finished_at, "succeeded": a.succeeded,
-             "dimse_status": a.dimse_status, "http_status": a.http_status, "error": a.error}
+            {
+                "delivery_id": a.delivery_id,
+                "output_id": a.output_id,
+                "attempt": a.attempt,
+                "started_at": a.started_at,
+                "finished_at": a.finished_at,
+                "succeeded": a.succeeded,
+                "dimse_status": a.dimse_status,
+                "http_status": a.http_status,
+                "error": a.error,
+            }
             for a in attempts
         ],
         "events": [{"at": e.at, "kind": e.kind, "detail": e.detail} for e in job.events],
@@ -329,9 +400,15 @@ def job_detail(job: Job, deliveries: list[Delivery], attempts: list[DeliveryAtte
 
 def study_view(row: StudyRow) -> dict[str, Any]:
     s = row.study
-    return {"study_instance_uid": s.study_instance_uid, "first_received_at": s.first_received_at,
-            "last_received_at": s.last_received_at, "instance_count": s.instance_count,
-            "completed_at": s.completed_at, "modalities": list(row.modalities), "jobs": row.jobs}
+    return {
+        "study_instance_uid": s.study_instance_uid,
+        "first_received_at": s.first_received_at,
+        "last_received_at": s.last_received_at,
+        "instance_count": s.instance_count,
+        "completed_at": s.completed_at,
+        "modalities": list(row.modalities),
+        "jobs": row.jobs,
+    }
 
 
 # -- the application ----------------------------------------------------------------------
@@ -361,19 +438,32 @@ class ApiContext:
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The request body cannot be parsed (not JSON, not UTF-8)"},
+    400: {
+        "model": ErrorBody,
+        "description": "The request body cannot be parsed (not JSON, not UTF-8)",
+    },
     401: {"model": ErrorBody, "description": "Missing or invalid API token"},
     422: {"model": ErrorBody, "description": "Invalid request (the message names the parameter)"},
     503: {"model": ErrorBody, "description": "No API token configured"},
 }
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "Not found"}}
-_CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorBody, "description": "Not in a state for this"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "Not found"}
+}
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "Not in a state for this"}
+}
 
 JobId = Annotated[int, Path(ge=1, le=_MAX_ID, description="Job id")]
 #: An ISO 8601 timestamp (a zone-less one is UTC). Parsed here, not by pydantic, which would
 #: also take a bare number as a Unix time.
-Timestamp = Annotated[str | None, Query(max_length=40, json_schema_extra={"format": "date-time"},
-                                        description="ISO 8601 date-time; UTC when no zone is given")]
+Timestamp = Annotated[
+    str | None,
+    Query(
+        max_length=40,
+        json_schema_extra={"format": "date-time"},
+        description="ISO 8601 date-time; UTC when no zone is given",
+    ),
+]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0, le=_MAX_OFFSET)]
 
@@ -383,7 +473,9 @@ def create_api(ctx: ApiContext) -> FastAPI:
     from node.dicomweb import dicomweb_router
 
     app = FastAPI(
-        title="ainode", version=ctx.health.get("version", "0"), summary="Clinical AI node API",
+        title="ainode",
+        version=ctx.health.get("version", "0"),
+        summary="Clinical AI node API",
         description=__doc__,
     )
     app.state.public_url = ctx.api.public_url
@@ -397,16 +489,26 @@ def create_api(ctx: ApiContext) -> FastAPI:
 
     metrics_deps = [auth] if ctx.api.protect_metrics else []
 
-    @app.get("/metrics", tags=["node"], dependencies=metrics_deps, response_class=Response,
-             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+    @app.get(
+        "/metrics",
+        tags=["node"],
+        dependencies=metrics_deps,
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     def prometheus() -> Response:
         """Prometheus text exposition format."""
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    deps = [auth, Depends(_strict_query)]  # unknown query parameters are an error, not silently ignored
+    deps = [
+        auth,
+        Depends(_strict_query),
+    ]  # unknown query parameters are an error, not silently ignored
     for register in (_job_routes, _study_routes, _request_routes):
         register(app, ctx, deps)
-    app.include_router(dicomweb_router(ctx), prefix="/dicom-web")  # its own check: API and sender tokens
+    app.include_router(
+        dicomweb_router(ctx), prefix="/dicom-web"
+    )  # its own check: API and sender tokens
     return app
 
 
@@ -424,16 +526,22 @@ def _strict_query(request: Request) -> None:
     known = _query_names(route.dependant)
     unknown = sorted(k for k in request.query_params if k not in known)
     if unknown:
-        raise ApiError(422, "invalid_request", f"unknown query parameter(s): {', '.join(unknown)[:200]}")
+        raise ApiError(
+            422, "invalid_request", f"unknown query parameter(s): {', '.join(unknown)[:200]}"
+        )
     repeated = sorted({k for k in request.query_params if len(request.query_params.getlist(k)) > 1})
     if repeated:
-        raise ApiError(422, "invalid_request", f"query parameter(s) given more than once: {', '.join(repeated)}")
-
-
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"query parameter(s) given more than once: {', '.join(repeated)}",
+        )
 
 
 def _job_routes(app: FastAPI, ctx: ApiContext, deps: list[Any]) -> None:
-    @app.get("/api/jobs", response_model=JobPage, tags=["jobs"], dependencies=deps, responses=ERRORS)
+    @app.get(
+        "/api/jobs", response_model=JobPage, tags=["jobs"], dependencies=deps, responses=ERRORS
+    )
     def list_jobs(
         limit: Limit = 50,
         offset: Offset = 0,
@@ -446,13 +554,30 @@ def _job_routes(app: FastAPI, ctx: ApiContext, deps: list[Any]) -> None:
         created_before: Timestamp = None,
     ) -> dict[str, Any]:
         """Jobs, newest first, filtered and paginated."""
-        where = JobFilter(state, pipeline, modality, route, study_instance_uid,
-                          _aware(created_after, "created_after"), _aware(created_before, "created_before"))
+        where = JobFilter(
+            state,
+            pipeline,
+            modality,
+            route,
+            study_instance_uid,
+            _aware(created_after, "created_after"),
+            _aware(created_before, "created_before"),
+        )
         rows, total = ctx.listings.jobs(where, limit, offset)
-        return {"items": [job_view(j) for j in rows], "total": total, "limit": limit, "offset": offset}
+        return {
+            "items": [job_view(j) for j in rows],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
 
-    @app.get("/api/jobs/{job_id}", response_model=JobDetail, tags=["jobs"], dependencies=deps,
-             responses=ERRORS | _NOT_FOUND)
+    @app.get(
+        "/api/jobs/{job_id}",
+        response_model=JobDetail,
+        tags=["jobs"],
+        dependencies=deps,
+        responses=ERRORS | _NOT_FOUND,
+    )
     def get_job(job_id: JobId) -> dict[str, Any]:
         """One job: inputs, outputs, deliveries, every attempt and event."""
         found = ctx.store.get_job(job_id)
@@ -460,16 +585,28 @@ def _job_routes(app: FastAPI, ctx: ApiContext, deps: list[Any]) -> None:
             raise ApiError(404, "not_found", f"no job {job_id}")
         return job_detail(*found)
 
-    @app.post("/api/jobs/{job_id}/rerun", response_model=ActionResult, status_code=202, tags=["jobs"],
-              dependencies=deps, responses=ERRORS | _NOT_FOUND | _CONFLICT)
+    @app.post(
+        "/api/jobs/{job_id}/rerun",
+        response_model=ActionResult,
+        status_code=202,
+        tags=["jobs"],
+        dependencies=deps,
+        responses=ERRORS | _NOT_FOUND | _CONFLICT,
+    )
     def rerun_job(job_id: JobId) -> dict[str, Any]:
         """Queue a new job with the same inputs, pipeline and destinations (new result UIDs)."""
         new_id = _act(lambda: ctx.actions.rerun(job_id), job_id)
         ctx.wake("runner")
         return {"job_id": job_id, "action": "rerun", "new_job_id": new_id}
 
-    @app.post("/api/jobs/{job_id}/resend", response_model=ActionResult, status_code=202, tags=["jobs"],
-              dependencies=deps, responses=ERRORS | _NOT_FOUND | _CONFLICT)
+    @app.post(
+        "/api/jobs/{job_id}/resend",
+        response_model=ActionResult,
+        status_code=202,
+        tags=["jobs"],
+        dependencies=deps,
+        responses=ERRORS | _NOT_FOUND | _CONFLICT,
+    )
     def resend_job(job_id: JobId, body: ResendBody | None = None) -> dict[str, Any]:
         """Send a job's results again (the same objects, same UIDs) to its or the named destinations."""
         names = list(body.destinations) if body else []
@@ -480,8 +617,13 @@ def _job_routes(app: FastAPI, ctx: ApiContext, deps: list[Any]) -> None:
         ctx.wake("egress")
         return {"job_id": job_id, "action": "resend", "destinations": sent}
 
-    @app.post("/api/jobs/{job_id}/cancel", response_model=ActionResult, tags=["jobs"],
-              dependencies=deps, responses=ERRORS | _NOT_FOUND | _CONFLICT)
+    @app.post(
+        "/api/jobs/{job_id}/cancel",
+        response_model=ActionResult,
+        tags=["jobs"],
+        dependencies=deps,
+        responses=ERRORS | _NOT_FOUND | _CONFLICT,
+    )
     def cancel_job(job_id: JobId) -> dict[str, Any]:
         """Cancel a queued job (a running job is not interrupted)."""
         _act(lambda: ctx.actions.cancel(job_id), job_id)
@@ -489,7 +631,13 @@ def _job_routes(app: FastAPI, ctx: ApiContext, deps: list[Any]) -> None:
 
 
 def _study_routes(app: FastAPI, ctx: ApiContext, deps: list[Any]) -> None:
-    @app.get("/api/studies", response_model=StudyPage, tags=["studies"], dependencies=deps, responses=ERRORS)
+    @app.get(
+        "/api/studies",
+        response_model=StudyPage,
+        tags=["studies"],
+        dependencies=deps,
+        responses=ERRORS,
+    )
     def list_studies(
         limit: Limit = 50,
         offset: Offset = 0,
@@ -500,14 +648,31 @@ def _study_routes(app: FastAPI, ctx: ApiContext, deps: list[Any]) -> None:
         received_before: Timestamp = None,
     ) -> dict[str, Any]:
         """Studies, most recently received first, filtered and paginated."""
-        where = StudyFilter(modality, study_instance_uid, _aware(received_after, "received_after"),
-                            _aware(received_before, "received_before"), pipeline)
+        where = StudyFilter(
+            modality,
+            study_instance_uid,
+            _aware(received_after, "received_after"),
+            _aware(received_before, "received_before"),
+            pipeline,
+        )
         rows, total = ctx.listings.studies(where, limit, offset)
-        return {"items": [study_view(r) for r in rows], "total": total, "limit": limit, "offset": offset}
+        return {
+            "items": [study_view(r) for r in rows],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
 
-    @app.get("/api/studies/{study_instance_uid}", response_model=StudyView, tags=["studies"],
-             dependencies=deps, responses=ERRORS | _NOT_FOUND)
-    def get_study(study_instance_uid: Annotated[str, Path(pattern=UID_PATTERN, max_length=64)]) -> dict[str, Any]:
+    @app.get(
+        "/api/studies/{study_instance_uid}",
+        response_model=StudyView,
+        tags=["studies"],
+        dependencies=deps,
+        responses=ERRORS | _NOT_FOUND,
+    )
+    def get_study(
+        study_instance_uid: Annotated[str, Path(pattern=UID_PATTERN, max_length=64)],
+    ) -> dict[str, Any]:
         row = ctx.listings.study(study_instance_uid)
         if row is None:
             raise ApiError(404, "not_found", f"no study {study_instance_uid}")
@@ -515,41 +680,68 @@ def _study_routes(app: FastAPI, ctx: ApiContext, deps: list[Any]) -> None:
 
 
 def _request_routes(app: FastAPI, ctx: ApiContext, deps: list[Any]) -> None:
-    @app.post("/api/inference-requests", response_model=InferenceRequestView, status_code=202,
-              tags=["inference requests"], dependencies=deps, responses=ERRORS)
+    @app.post(
+        "/api/inference-requests",
+        response_model=InferenceRequestView,
+        status_code=202,
+        tags=["inference requests"],
+        dependencies=deps,
+        responses=ERRORS,
+    )
     def create_request(body: InferenceRequestIn) -> dict[str, Any]:
         """Pull a study from a configured source, run pipelines on it, send the results."""
         if body.source not in ctx.sources:
-            raise ApiError(422, "invalid_request",
-                           f"unknown source {body.source!r} (configured: {', '.join(sorted(ctx.sources)) or 'none'})")
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"unknown source {body.source!r} (configured: {', '.join(sorted(ctx.sources)) or 'none'})",
+            )
         unknown = [p for p in body.pipelines if not ctx.known_pipeline(p)]
         unknown += [d for d in body.destinations or [] if d not in ctx.destinations]
         if unknown:
-            raise ApiError(422, "invalid_request", f"unknown pipeline(s) or destination(s): {', '.join(unknown)}")
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"unknown pipeline(s) or destination(s): {', '.join(unknown)}",
+            )
         request_id = ctx.actions.create_request(
-            body.study_instance_uid, body.source, body.pipelines,
-            body.destinations if body.destinations is not None else ["*"])
+            body.study_instance_uid,
+            body.source,
+            body.pipelines,
+            body.destinations if body.destinations is not None else ["*"],
+        )
         ctx.wake("retrieve")
         view = ctx.actions.get_request(request_id)
         if view is None:
             raise ApiError(500, "internal_error", f"inference request {request_id} vanished")
         return request_json(view)
 
-    @app.get("/api/inference-requests", response_model=InferenceRequestPage, tags=["inference requests"],
-             dependencies=deps, responses=ERRORS)
+    @app.get(
+        "/api/inference-requests",
+        response_model=InferenceRequestPage,
+        tags=["inference requests"],
+        dependencies=deps,
+        responses=ERRORS,
+    )
     def list_requests(limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
         rows, total = ctx.actions.list_requests(limit, offset)
-        items = [request_json(v) for v in (ctx.actions.get_request(r.id) for r in rows) if v is not None]
+        items = [
+            request_json(v) for v in (ctx.actions.get_request(r.id) for r in rows) if v is not None
+        ]
         return {"items": items, "total": total, "limit": limit, "offset": offset}
 
-    @app.get("/api/inference-requests/{request_id}", response_model=InferenceRequestView,
-             tags=["inference requests"], dependencies=deps, responses=ERRORS | _NOT_FOUND)
+    @app.get(
+        "/api/inference-requests/{request_id}",
+        response_model=InferenceRequestView,
+        tags=["inference requests"],
+        dependencies=deps,
+        responses=ERRORS | _NOT_FOUND,
+    )
     def get_request(request_id: Annotated[int, Path(ge=1, le=_MAX_ID)]) -> dict[str, Any]:
         view = ctx.actions.get_request(request_id)
         if view is None:
             raise ApiError(404, "not_found", f"no inference request {request_id}")
         return request_json(view)
-
 
 
 def _act(action: Callable[[], Any], job_id: int) -> Any:
@@ -575,4 +767,6 @@ def _aware(text: str | None, name: str) -> datetime | None:
     try:
         return value.astimezone(UTC)
     except OverflowError as exc:
-        raise ApiError(422, "invalid_request", f"timestamp out of range: {value.isoformat()}") from exc
+        raise ApiError(
+            422, "invalid_request", f"timestamp out of range: {value.isoformat()}"
+        ) from exc

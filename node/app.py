@@ -96,7 +96,9 @@ def _check_bundle(name: str, config: dict[str, Any]) -> None:
 
 class _HttpServer:
     def __init__(self, app: Any, host: str, port: int) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", access_log=False)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="ainode-http", daemon=True)
 
@@ -148,52 +150,98 @@ class Node:
             device_name=node.ae_title,
         )
         self.scp = StorageScp(
-            ScpConfig(node.ae_title, node.dicom_host, node.dicom_port, node.network_timeout_seconds,
-                      node.max_associations, node.allowed_calling_ae_titles,
-                      senders=_senders_by_ae(settings)),
-            self.spool, self.store, on_stored=self.metrics.on_instance,
+            ScpConfig(
+                node.ae_title,
+                node.dicom_host,
+                node.dicom_port,
+                node.network_timeout_seconds,
+                node.max_associations,
+                node.allowed_calling_ae_titles,
+                senders=_senders_by_ae(settings),
+            ),
+            self.spool,
+            self.store,
+            on_stored=self.metrics.on_instance,
         )
         self.runner = ProcessRunner(
-            self.store, self._job_spec, workers=node.workers, timeout=node.job_timeout_seconds,
-            memory_limit_mb=node.worker_memory_limit_mb, poll_interval=node.poll_interval_seconds,
+            self.store,
+            self._job_spec,
+            workers=node.workers,
+            timeout=node.job_timeout_seconds,
+            memory_limit_mb=node.worker_memory_limit_mb,
+            poll_interval=node.poll_interval_seconds,
             on_done=self._job_done,
         )
         self.assembler = StudyAssembler(
-            self.store, settings.routes, node.study_stable_seconds, self._pipeline_info,
+            self.store,
+            settings.routes,
+            node.study_stable_seconds,
+            self._pipeline_info,
             on_jobs=lambda _ids: self.runner.wake(),
             completeness=CompletenessCheck(
-                self.store, settings.completeness, settings.source_for_calling_ae,
-                lambda source, study: query_counts(source, study, node.ae_title,
-                                                   settings.completeness.query_timeout_seconds),
+                self.store,
+                settings.completeness,
+                settings.source_for_calling_ae,
+                lambda source, study: query_counts(
+                    source, study, node.ae_title, settings.completeness.query_timeout_seconds
+                ),
                 recheck_seconds=max(1.0, min(5.0, node.study_stable_seconds / 2)),
                 sources=settings.sources,
             ),
         )
-        self.egress = Egress(self.store, settings.destinations, node.ae_title, settings.egress,
-                             on_attempt=self.metrics.on_delivery)
+        self.egress = Egress(
+            self.store,
+            settings.destinations,
+            node.ae_title,
+            settings.egress,
+            on_attempt=self.metrics.on_delivery,
+        )
         self.stow = StowIngress(self.spool, self.store, on_stored=self.metrics.on_instance)
         self.actions = JobActions(self.store, mint_result_uids)
         self.retriever = Retriever(
-            self.store, self.actions, self.spool, self.stow, settings.sources, node.ae_title,
+            self.store,
+            self.actions,
+            self.spool,
+            self.stow,
+            settings.sources,
+            node.ae_title,
             plan=lambda request, series: plan_request_jobs(
-                request, series, settings.routes, tuple(settings.destinations), self._pipeline_info,
-                mint_result_uids),
-            max_bytes=settings.api.max_upload_mb * 1024 * 1024, on_jobs=lambda _ids: self.runner.wake(),
+                request,
+                series,
+                settings.routes,
+                tuple(settings.destinations),
+                self._pipeline_info,
+                mint_result_uids,
+            ),
+            max_bytes=settings.api.max_upload_mb * 1024 * 1024,
+            on_jobs=lambda _ids: self.runner.wake(),
             policy=settings.retrieval,
         )
-        self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
-        self._http = _HttpServer(create_api(self._api_context()), node.http_host, node.http_port) if http else None
+        self.scheduler = BackgroundScheduler(
+            timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1}
+        )
+        self._http = (
+            _HttpServer(create_api(self._api_context()), node.http_host, node.http_port)
+            if http
+            else None
+        )
         self._started = False
 
     def _api_context(self) -> ApiContext:
         settings = self.settings
         return ApiContext(
-            store=self.store, metrics=self.metrics,
+            store=self.store,
+            metrics=self.metrics,
             health={"ae_title": settings.node.ae_title, "version": ainode_version()},
-            api=settings.api, tokens=settings.api_tokens, actions=self.actions, stow=self.stow,
+            api=settings.api,
+            tokens=settings.api_tokens,
+            actions=self.actions,
+            stow=self.stow,
             sender_tokens=settings.sender_tokens,
-            destinations=frozenset(settings.destinations), sources=frozenset(settings.sources),
-            known_pipeline=self._known_pipeline, wake=self.wake,
+            destinations=frozenset(settings.destinations),
+            sources=frozenset(settings.sources),
+            known_pipeline=self._known_pipeline,
+            wake=self.wake,
         )
 
     def _known_pipeline(self, name: str) -> bool:
@@ -230,10 +278,13 @@ class Node:
                 continue
             formats, _ = grouped.setdefault(
                 destination.variant,
-                (set(), destination.profile.effective(destination.formats).model_dump()))
+                (set(), destination.profile.effective(destination.formats).model_dump()),
+            )
             formats.update(destination.formats)
-        return tuple(ResultVariant.from_settings(key, _ordered(formats), options)
-                     for key, (formats, options) in grouped.items())
+        return tuple(
+            ResultVariant.from_settings(key, _ordered(formats), options)
+            for key, (formats, options) in grouped.items()
+        )
 
     # -- wiring callbacks --------------------------------------------------------
 
@@ -251,13 +302,24 @@ class Node:
             formats=self._formats(job),
             variants=self._variants(job),
             withdrawals={
-                destination: tuple(SupersededOutput(o.job_id, o.variant, o.sop_class_uid, o.sop_instance_uid,
-                                                    o.series_instance_uid, o.path) for o in outputs)
+                destination: tuple(
+                    SupersededOutput(
+                        o.job_id,
+                        o.variant,
+                        o.sop_class_uid,
+                        o.sop_instance_uid,
+                        o.series_instance_uid,
+                        o.path,
+                    )
+                    for o in outputs
+                )
                 for destination, outputs in self.store.withdrawals(job.id).items()
-                if destination in (job.destinations or {}).get("names", [])},
+                if destination in (job.destinations or {}).get("names", [])
+            },
             pipeline_config=(
                 self.settings.pipelines[job.pipeline_name].model_dump(mode="json")
-                if job.pipeline_name in self.settings.pipelines else None
+                if job.pipeline_name in self.settings.pipelines
+                else None
             ),
             prior=self._find_prior(job),
         )
@@ -275,8 +337,13 @@ class Node:
         from node.prior import PriorFinder
 
         settings = self.settings
-        finder = PriorFinder(self.store, self.spool, settings.sources, settings.node.ae_title,
-                             settings.source_for_calling_ae)
+        finder = PriorFinder(
+            self.store,
+            self.spool,
+            settings.sources,
+            settings.node.ae_title,
+            settings.source_for_calling_ae,
+        )
         return finder.prior_for(job)
 
     def _job_done(self, job_id: int, succeeded: bool, seconds: float) -> None:
@@ -310,16 +377,24 @@ class Node:
         migrate(self.engine)
         self.runner.start()
         interval = self.settings.node.poll_interval_seconds
-        self.scheduler.add_job(_guarded(self.assembler.tick), "interval", seconds=interval, id="assembler")
-        self.scheduler.add_job(_guarded(self.egress.tick), "interval", seconds=interval, id="egress")
+        self.scheduler.add_job(
+            _guarded(self.assembler.tick), "interval", seconds=interval, id="assembler"
+        )
+        self.scheduler.add_job(
+            _guarded(self.egress.tick), "interval", seconds=interval, id="egress"
+        )
         self.actions.requeue_interrupted_requests()
-        self.scheduler.add_job(_guarded(self.retriever.tick), "interval", seconds=max(interval, 1.0), id="retrieve")
+        self.scheduler.add_job(
+            _guarded(self.retriever.tick), "interval", seconds=max(interval, 1.0), id="retrieve"
+        )
         self.scheduler.start()
         self.scp.start()
         if self._http:
             self._http.start()
         self._started = True
-        self.store.record_event("node_started", f"ainode {ainode_version()} as {self.settings.node.ae_title}")
+        self.store.record_event(
+            "node_started", f"ainode {ainode_version()} as {self.settings.node.ae_title}"
+        )
         logger.info("ainode started: DICOM port %d, HTTP port %s", self.dicom_port, self.http_port)
         return self
 
@@ -339,7 +414,12 @@ class Node:
     def __enter__(self) -> Node:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 
@@ -354,7 +434,9 @@ def _guarded(fn: Any) -> Any:
         try:
             fn()
         except Exception:
-            logger.exception("%s failed; will retry at the next tick", getattr(fn, "__qualname__", fn))
+            logger.exception(
+                "%s failed; will retry at the next tick", getattr(fn, "__qualname__", fn)
+            )
 
     return run
 

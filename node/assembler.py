@@ -63,7 +63,10 @@ def mint_result_uids(formats: Sequence[str] = RESULT_KINDS) -> dict[str, dict[st
     same job writes the same objects, so a PACS never receives duplicates.
     """
     return {
-        kind: {"series_instance_uid": generate_uid(UID_PREFIX), "sop_instance_uid": generate_uid(UID_PREFIX)}
+        kind: {
+            "series_instance_uid": generate_uid(UID_PREFIX),
+            "sop_instance_uid": generate_uid(UID_PREFIX),
+        }
         for kind in formats
     }
 
@@ -96,10 +99,15 @@ class CompletenessCheck:
         sender (a STOW-RS request made with a source's sender token).
     """
 
-    def __init__(self, store: AuditStore, settings: CompletenessSettings,
-                 find_source: Callable[[str | None], tuple[str, Source] | None],
-                 count: Callable[[Source, str], Any], recheck_seconds: float = 2.0,
-                 sources: Mapping[str, Source] | None = None) -> None:
+    def __init__(
+        self,
+        store: AuditStore,
+        settings: CompletenessSettings,
+        find_source: Callable[[str | None], tuple[str, Source] | None],
+        count: Callable[[Source, str], Any],
+        recheck_seconds: float = 2.0,
+        sources: Mapping[str, Source] | None = None,
+    ) -> None:
         self._store, self._settings = store, settings
         self._find_source, self._count = find_source, count
         self._recheck = recheck_seconds
@@ -112,8 +120,14 @@ class CompletenessCheck:
             source = self._sources.get(name)
             if source is not None:
                 return name, source
-        return next((f for ae in sorted(self._store.study_senders(study_uid))
-                     if (f := self._find_source(ae)) is not None), None)
+        return next(
+            (
+                f
+                for ae in sorted(self._store.study_senders(study_uid))
+                if (f := self._find_source(ae)) is not None
+            ),
+            None,
+        )
 
     def verdict(self, study_uid: str) -> Verdict:
         if not self._settings.enabled:
@@ -128,7 +142,9 @@ class CompletenessCheck:
             counts = self._count(source, study_uid)
         except Exception as exc:  # a PACS that cannot answer must not hold studies back
             self._next_check.pop(study_uid, None)
-            return Verdict(True, f"completeness unknown ({name} did not answer: {exc}); quiet period only")
+            return Verdict(
+                True, f"completeness unknown ({name} did not answer: {exc}); quiet period only"
+            )
         return self._compare(study_uid, name, counts)
 
     def _compare(self, study_uid: str, name: str, counts: Any) -> Verdict:
@@ -136,10 +152,16 @@ class CompletenessCheck:
         held = {series: len(rows) for series, rows in self._store.study_series(study_uid).items()}
         expected = {series: n for series, n in counts.series.items() if series not in own}
         total = sum(expected.values()) if expected else counts.study
-        missing = {series: n - held.get(series, 0) for series, n in expected.items() if held.get(series, 0) < n}
+        missing = {
+            series: n - held.get(series, 0)
+            for series, n in expected.items()
+            if held.get(series, 0) < n
+        }
         have = sum(held.values())
-        evidence = (f"{name} reports {total if total is not None else '?'} instances in {len(expected)} series; "
-                    f"node holds {have}")
+        evidence = (
+            f"{name} reports {total if total is not None else '?'} instances in {len(expected)} series; "
+            f"node holds {have}"
+        )
         if not missing and (total is None or have >= total):
             self._next_check.pop(study_uid, None)
             return Verdict(True, f"complete by evidence: {evidence}")
@@ -147,13 +169,19 @@ class CompletenessCheck:
         waited = (utcnow() - study.last_received_at).total_seconds() if study else 0.0
         if waited >= self._settings.max_wait_seconds:
             self._next_check.pop(study_uid, None)
-            return Verdict(True, f"INCOMPLETE after waiting {waited:.0f} s "
-                                 f"(completeness.max_wait_seconds): {evidence}; "
-                                 f"{sum(missing.values())} instances missing in {len(missing)} series; "
-                                 "analysing what arrived")
+            return Verdict(
+                True,
+                f"INCOMPLETE after waiting {waited:.0f} s "
+                f"(completeness.max_wait_seconds): {evidence}; "
+                f"{sum(missing.values())} instances missing in {len(missing)} series; "
+                "analysing what arrived",
+            )
         if study_uid not in self._next_check:
-            self._store.record_event("completeness_wait", f"waiting for the rest of the study: {evidence}",
-                                     study_instance_uid=study_uid)
+            self._store.record_event(
+                "completeness_wait",
+                f"waiting for the rest of the study: {evidence}",
+                study_instance_uid=study_uid,
+            )
         self._next_check[study_uid] = time.monotonic() + self._recheck
         return Verdict(False)
 
@@ -202,14 +230,19 @@ class StudyAssembler:
             self._on_jobs(created)
         return created
 
-    def _late_reruns(self, study_uid: str, pending: dict[str, list[Instance]]) -> dict[str, list[Instance]]:
+    def _late_reruns(
+        self, study_uid: str, pending: dict[str, list[Instance]]
+    ) -> dict[str, list[Instance]]:
         """Series already analysed by a ``late_series: rerun`` route, to analyse again with the new content."""
         if not any(r.late_series == "rerun" for r in self._routes):
             return {}
         analysed = self._store.analysed_series(study_uid)
         rerun_routes = {r.name for r in self._routes if r.late_series == "rerun"}
-        return {series: rows for series, rows in self._store.study_series(study_uid).items()
-                if series not in pending and any((r, series) in analysed for r in rerun_routes)}
+        return {
+            series: rows
+            for series, rows in self._store.study_series(study_uid).items()
+            if series not in pending and any((r, series) in analysed for r in rerun_routes)
+        }
 
     def assemble(self, study_uid: str, completeness: str | None = None) -> list[int]:
         """Route the new content of one study into jobs (one per series and pipeline)."""
@@ -238,17 +271,27 @@ class StudyAssembler:
                         model_checksum=checksum,
                         destinations=decision.send_to,
                         result_uids=mint_result_uids(),
-                        inputs=tuple((i.id, i.sop_instance_uid or "", i.path or "") for i in instances),
+                        inputs=tuple(
+                            (i.id, i.sop_instance_uid or "", i.path or "") for i in instances
+                        ),
                         replaces_earlier=self._policy(decision.route_name) == "rerun",
                     )
                 )
-        pending_ids = [i.id for instances in by_series.values() for i in instances if not i.dispatched]
+        pending_ids = [
+            i.id for instances in by_series.values() for i in instances if not i.dispatched
+        ]
         if again:
             note = f"late content: {len(again)} analysed series re-run (late_series: rerun)"
             completeness = f"{completeness}; {note}" if completeness else note
-        job_ids = self._store.dispatch_study(study_uid, pending_ids, planned, unrouted, completeness)
-        logger.info("study complete: %d series, %d jobs, %d series without a route",
-                    len(by_series), len(job_ids), len(unrouted))
+        job_ids = self._store.dispatch_study(
+            study_uid, pending_ids, planned, unrouted, completeness
+        )
+        logger.info(
+            "study complete: %d series, %d jobs, %d series without a route",
+            len(by_series),
+            len(job_ids),
+            len(unrouted),
+        )
         return job_ids
 
     def _policy(self, route_name: str) -> str:

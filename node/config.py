@@ -148,8 +148,11 @@ class ResultProfile(_Model):
         default = ResultProfile()
         changes: dict[str, Any] = {}
         if not {"seg", "sr", "ko"} & set(formats):
-            changes |= {"seg_type": default.seg_type, "omit_empty_frames": default.omit_empty_frames,
-                        "seg_compression": default.seg_compression}
+            changes |= {
+                "seg_type": default.seg_type,
+                "omit_empty_frames": default.omit_empty_frames,
+                "seg_compression": default.seg_compression,
+            }
         if "sc" not in formats:
             changes["sc_frames"] = default.sc_frames
         return self.model_copy(update=changes)
@@ -424,7 +427,9 @@ class Settings(BaseSettings):
     def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name in value:
             if not _NAME.match(name):
-                raise ValueError(f"name {name!r}: a name is 1-64 characters, letters, digits, '-', '_' or '.'")
+                raise ValueError(
+                    f"name {name!r}: a name is 1-64 characters, letters, digits, '-', '_' or '.'"
+                )
         return value
 
     @model_validator(mode="after")
@@ -445,25 +450,35 @@ class Settings(BaseSettings):
             for token in source.api_tokens:
                 value = token.get_secret_value()
                 if value in seen:
-                    raise ValueError(f"sources.{name}.api_tokens: the same token is also given to "
-                                     f"source {seen[value]!r}; each sender needs its own")
+                    raise ValueError(
+                        f"sources.{name}.api_tokens: the same token is also given to "
+                        f"source {seen[value]!r}; each sender needs its own"
+                    )
                 if value in self.api_tokens:
-                    raise ValueError(f"sources.{name}.api_tokens: a sender token must differ from "
-                                     "the API tokens (api.tokens, AINODE_API_TOKEN)")
+                    raise ValueError(
+                        f"sources.{name}.api_tokens: a sender token must differ from "
+                        "the API tokens (api.tokens, AINODE_API_TOKEN)"
+                    )
                 seen[value] = name
         return self
 
     @property
     def sender_tokens(self) -> dict[str, str]:
         """``token -> source name`` for the tokens configured sources send STOW-RS with."""
-        return {t.get_secret_value(): name for name, source in self.sources.items() for t in source.api_tokens}
+        return {
+            t.get_secret_value(): name
+            for name, source in self.sources.items()
+            for t in source.api_tokens
+        }
 
     def source_for_calling_ae(self, calling_ae_title: str | None) -> tuple[str, Source] | None:
         """The configured source that sends with ``calling_ae_title``, if any."""
         if not calling_ae_title:
             return None
         for name, source in self.sources.items():
-            if calling_ae_title.strip().upper() in {a.strip().upper() for a in source.sender_ae_titles}:
+            if calling_ae_title.strip().upper() in {
+                a.strip().upper() for a in source.sender_ae_titles
+            }:
                 return name, source
         return None
 

@@ -42,7 +42,10 @@ class LoopbackPacs:
         quiet_pynetdicom()
         ae = AE(ae_title=PACS_AE)
         ae.supported_contexts = AllStoragePresentationContexts
-        handlers = [(evt.EVT_C_STORE, self._store), (evt.EVT_CONN_OPEN, lambda e: set_nodelay(e.assoc))]
+        handlers = [
+            (evt.EVT_C_STORE, self._store),
+            (evt.EVT_CONN_OPEN, lambda e: set_nodelay(e.assoc)),
+        ]
         self._server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
         return self
 
@@ -97,20 +100,47 @@ def run_demo(workdir: Path | None = None, report: Any = None, timeout: float = 3
     say("phantom", "making a synthetic chest CT (64 slices) with known volumes")
     phantom = make_chest_phantom()
     with LoopbackPacs(workdir / "pacs") as pacs:
-        settings = load_settings(overrides={
-            "node": {"ae_title": "AINODE", "dicom_host": "127.0.0.1", "dicom_port": 0, "http_port": 0,
-                     "storage_dir": str(workdir / "node"), "study_stable_seconds": 2,
-                     "poll_interval_seconds": 0.2, "min_free_disk_mb": 64},
-            "destinations": {"pacs": {"dimse": {"ae_title": PACS_AE, "host": "127.0.0.1", "port": pacs.port}}},
-            "routes": [{"name": "ct", "match": {"Modality": "CT"}, "pipelines": ["ct-anatomy"], "send_to": ["pacs"]}],
-        })
+        settings = load_settings(
+            overrides={
+                "node": {
+                    "ae_title": "AINODE",
+                    "dicom_host": "127.0.0.1",
+                    "dicom_port": 0,
+                    "http_port": 0,
+                    "storage_dir": str(workdir / "node"),
+                    "study_stable_seconds": 2,
+                    "poll_interval_seconds": 0.2,
+                    "min_free_disk_mb": 64,
+                },
+                "destinations": {
+                    "pacs": {"dimse": {"ae_title": PACS_AE, "host": "127.0.0.1", "port": pacs.port}}
+                },
+                "routes": [
+                    {
+                        "name": "ct",
+                        "match": {"Modality": "CT"},
+                        "pipelines": ["ct-anatomy"],
+                        "send_to": ["pacs"],
+                    }
+                ],
+            }
+        )
         with Node(settings, http=False) as node:
             t0 = time.perf_counter()
             n = len(phantom.datasets)
-            send_datasets(phantom.datasets, "127.0.0.1", node.dicom_port, "AINODE", "DEMOSCU",
-                          progress=lambda i: say("send", f"{i}/{n}"))
+            send_datasets(
+                phantom.datasets,
+                "127.0.0.1",
+                node.dicom_port,
+                "AINODE",
+                "DEMOSCU",
+                progress=lambda i: say("send", f"{i}/{n}"),
+            )
             t_sent = time.perf_counter()
-            say("assemble", f"waiting {settings.node.study_stable_seconds:g} s for the study to be complete")
+            say(
+                "assemble",
+                f"waiting {settings.node.study_stable_seconds:g} s for the study to be complete",
+            )
             jobs = _wait(lambda: node.store.list_jobs(limit=1), timeout, "the study to be complete")
             job_id = jobs[0].id
             say("analyse", f"job {job_id}: ct-anatomy running in a worker process")
@@ -162,5 +192,7 @@ def describe_received(files: tuple[Path, ...]) -> list[tuple[str, str, str, str]
     rows = []
     for path in files:
         ds = dcmread(path, stop_before_pixels=True)
-        rows.append((str(ds.Modality), str(ds.get("SeriesDescription", "")), ds.SOPClassUID.name, str(path)))
+        rows.append(
+            (str(ds.Modality), str(ds.get("SeriesDescription", "")), ds.SOPClassUID.name, str(path))
+        )
     return rows

@@ -88,7 +88,11 @@ _ALIASES = {"image/x-jls": "image/jls", "image/x-dicom-rle": "image/dicom-rle"}
 #: Media types of rendered images (PS3.18 8.7.4); the first is the default.
 RENDERED_MEDIA_TYPES = ("image/jpeg", "image/png")
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
-_PIXEL_KEYWORDS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
+_PIXEL_KEYWORDS = {
+    0x7FE00010: "PixelData",
+    0x7FE00008: "FloatPixelData",
+    0x7FE00009: "DoubleFloatPixelData",
+}
 _SLICEABLE = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
 _NATIVE_CONTENT_TYPE = f"{OCTET_STREAM}; transfer-syntax={ExplicitVRLittleEndian}"
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -159,17 +163,22 @@ def pixel_data(path: str, what: str) -> PixelData:
     try:
         found = _pixel_data(path, os.stat(path).st_mtime_ns)
     except (OSError, ValueError, EOFError, struct.error) as exc:
-        raise FrameError(404, "not_found",
-                         f"the file of this instance cannot be read ({type(exc).__name__})") from exc
+        raise FrameError(
+            404, "not_found", f"the file of this instance cannot be read ({type(exc).__name__})"
+        ) from exc
     if found is None:
-        raise FrameError(404, "not_found", f"this instance ({what}) has no pixel data, so no frames")
+        raise FrameError(
+            404, "not_found", f"this instance ({what}) has no pixel data, so no frames"
+        )
     return found
 
 
 @lru_cache(maxsize=1024)
 def _pixel_data(path: str, _mtime_ns: int) -> PixelData | None:
     with open(path, "rb") as fp:
-        ds = read_partial(fp, stop_when=lambda tag, _vr, _length: int(tag) in _PIXEL_TAGS, force=True)
+        ds = read_partial(
+            fp, stop_when=lambda tag, _vr, _length: int(tag) in _PIXEL_TAGS, force=True
+        )
         syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)))
         if syntax == DeflatedExplicitVRLittleEndian:  # the file object is not the inflated stream
             full = dcmread(path)
@@ -206,7 +215,9 @@ def check_frame_numbers(numbers: Sequence[int], pixels: PixelData) -> None:
     count = pixels.number_of_frames
     for n in numbers:
         if not 1 <= n <= count:
-            raise FrameError(404, "not_found", f"frame {n} is out of range: this instance has {count} frame(s)")
+            raise FrameError(
+                404, "not_found", f"frame {n} is out of range: this instance has {count} frame(s)"
+            )
 
 
 # -- media type negotiation (PS3.18 8.7.3) -------------------------------------------------
@@ -270,11 +281,16 @@ def choose_frame_encoding(accept: str | None, pixels: PixelData) -> FrameEncodin
         if encoding is not None:
             return encoding
     stored = FRAME_MEDIA_TYPES.get(pixels.transfer_syntax_uid, OCTET_STREAM)
-    raise FrameError(406, "not_acceptable", (
-        f"cannot return these frames as {accept or '*/*'!r}: they are stored as "
-        f"{pixels.transfer_syntax_uid.name} ({stored}), the node does not transcode"
-        + ("" if pixels.decodable() else ", and no decoder for them is installed here")
-        + "; ask for multipart/related; type=\"application/octet-stream\" or transfer-syntax=*"))
+    raise FrameError(
+        406,
+        "not_acceptable",
+        (
+            f"cannot return these frames as {accept or '*/*'!r}: they are stored as "
+            f"{pixels.transfer_syntax_uid.name} ({stored}), the node does not transcode"
+            + ("" if pixels.decodable() else ", and no decoder for them is installed here")
+            + '; ask for multipart/related; type="application/octet-stream" or transfer-syntax=*'
+        ),
+    )
 
 
 def _frame_encoding(media_range: MediaRange, pixels: PixelData) -> FrameEncoding | None:
@@ -297,8 +313,11 @@ def _frame_encoding(media_range: MediaRange, pixels: PixelData) -> FrameEncoding
         if wanted == "*/*" and syntax in (None, pixels.transfer_syntax_uid) and pixels.encapsulated:
             return stored
         return None
-    if pixels.encapsulated and wanted in ("image/*", stored.media_type) and syntax in (
-            None, pixels.transfer_syntax_uid):
+    if (
+        pixels.encapsulated
+        and wanted in ("image/*", stored.media_type)
+        and syntax in (None, pixels.transfer_syntax_uid)
+    ):
         return stored
     return None
 
@@ -320,15 +339,25 @@ def check_frame_list(numbers: Sequence[int], pixels: PixelData, encoding: FrameE
     check_frame_numbers(numbers, pixels)
     limit = min(pixels.number_of_frames, MAX_FRAME_LIST)
     if len(numbers) > limit:
-        raise FrameError(400, "bad_request", (
-            f"the frame list holds {len(numbers)} entries; at most {limit} are accepted (this instance has "
-            f"{pixels.number_of_frames} frame(s), and no request lists more than {MAX_FRAME_LIST})"))
+        raise FrameError(
+            400,
+            "bad_request",
+            (
+                f"the frame list holds {len(numbers)} entries; at most {limit} are accepted (this instance has "
+                f"{pixels.number_of_frames} frame(s), and no request lists more than {MAX_FRAME_LIST})"
+            ),
+        )
     if encoding.native:
         size = native_frame_bytes(pixels) * len(numbers)
         if size > MAX_RESPONSE_BYTES:
-            raise FrameError(413, "payload_too_large", (
-                f"these {len(numbers)} frames would make a {size // (1 << 20)} MiB response, over the "
-                f"{MAX_RESPONSE_BYTES // (1 << 20)} MiB limit: ask for fewer frames at a time"))
+            raise FrameError(
+                413,
+                "payload_too_large",
+                (
+                    f"these {len(numbers)} frames would make a {size // (1 << 20)} MiB response, over the "
+                    f"{MAX_RESPONSE_BYTES // (1 << 20)} MiB limit: ask for fewer frames at a time"
+                ),
+            )
 
 
 def native_frame_bytes(pixels: PixelData) -> int:
@@ -338,7 +367,9 @@ def native_frame_bytes(pixels: PixelData) -> int:
     return (int(o["rows"]) * int(o["columns"]) * samples * int(o["bits_allocated"]) + 7) // 8
 
 
-def iter_frames(pixels: PixelData, numbers: Sequence[int], encoding: FrameEncoding) -> Iterator[bytes]:
+def iter_frames(
+    pixels: PixelData, numbers: Sequence[int], encoding: FrameEncoding
+) -> Iterator[bytes]:
     """The requested frames (1-based numbers, in order), each as ``encoding`` says, one at a time.
 
     The list is checked (:func:`check_frame_list`) and the first frame read
@@ -348,7 +379,9 @@ def iter_frames(pixels: PixelData, numbers: Sequence[int], encoding: FrameEncodi
     """
     check_frame_list(numbers, pixels, encoding)
     if encoding.native and not pixels.encapsulated and pixels.value_offset is not None:
-        _check_native_length(pixels, max(numbers) - 1)  # every frame to be sliced lies in the stored data
+        _check_native_length(
+            pixels, max(numbers) - 1
+        )  # every frame to be sliced lies in the stored data
     reader = FrameReader(pixels, encoding, numbers)
     first = reader.frame(numbers[0])
     return _frames_after(first, reader, numbers[1:])
@@ -360,8 +393,12 @@ def _frames_after(first: bytes, reader: FrameReader, numbers: Sequence[int]) -> 
         try:
             data = reader.frame(number)
         except FrameError:
-            logger.warning("frame %d of %s cannot be read: the response is cut short", number,
-                           reader.pixels.path, exc_info=True)
+            logger.warning(
+                "frame %d of %s cannot be read: the response is cut short",
+                number,
+                reader.pixels.path,
+                exc_info=True,
+            )
             raise
         yield data
 
@@ -418,15 +455,21 @@ class FrameReader:
             try:
                 self._dataset = dcmread(self.pixels.path)
             except (ValueError, EOFError, OSError, struct.error) as exc:
-                raise FrameError(500, "internal_error", f"the pixel data cannot be read: {exc}") from exc
+                raise FrameError(
+                    500, "internal_error", f"the pixel data cannot be read: {exc}"
+                ) from exc
         return self._dataset
 
 
 def _check_native_length(pixels: PixelData, index: int) -> None:
     """500 when natively encoded pixel data is too short to hold frame ``index``."""
     if ((index + 1) * pixels.frame_bits + 7) // 8 > pixels.value_length:
-        raise FrameError(500, "internal_error", f"frame {index + 1}: the stored pixel data is shorter "
-                                                f"than its {pixels.number_of_frames} frames")
+        raise FrameError(
+            500,
+            "internal_error",
+            f"frame {index + 1}: the stored pixel data is shorter "
+            f"than its {pixels.number_of_frames} frames",
+        )
 
 
 def _native_frame(fp: io.BufferedReader, pixels: PixelData, offset: int, index: int) -> bytes:
@@ -439,7 +482,7 @@ def _native_frame(fp: io.BufferedReader, pixels: PixelData, offset: int, index: 
     data = fp.read(size)
     if bits % 8 == 0:  # whole bytes (always so unless Bits Allocated is 1)
         return data
-    frame = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[skip:skip + bits]
+    frame = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[skip : skip + bits]
     return np.packbits(frame, bitorder="little").tobytes()
 
 
@@ -449,10 +492,15 @@ def _stored_frame(pixels: PixelData, offset: int, index: int) -> bytes:
     try:
         with open(pixels.path, "rb") as fp:
             fp.seek(offset)
-            return get_frame(fp, index, number_of_frames=pixels.number_of_frames, extended_offsets=offsets)
+            return get_frame(
+                fp, index, number_of_frames=pixels.number_of_frames, extended_offsets=offsets
+            )
     except (ValueError, EOFError, OSError) as exc:
-        raise FrameError(500, "internal_error",
-                         f"frame {index + 1} cannot be read from the stored pixel data: {exc}") from exc
+        raise FrameError(
+            500,
+            "internal_error",
+            f"frame {index + 1} cannot be read from the stored pixel data: {exc}",
+        ) from exc
 
 
 def decode_frame(pixels: PixelData, index: int, dataset: Dataset | None = None) -> np.ndarray:
@@ -462,25 +510,39 @@ def decode_frame(pixels: PixelData, index: int, dataset: Dataset | None = None) 
     when given (the file already read), else the file read here.
     """
     if not pixels.decodable():
-        raise FrameError(406, "not_acceptable",
-                         f"no decoder for {pixels.transfer_syntax_uid.name} is installed on this node")
+        raise FrameError(
+            406,
+            "not_acceptable",
+            f"no decoder for {pixels.transfer_syntax_uid.name} is installed on this node",
+        )
     offset = pixels.value_offset
     try:
         if offset is None:
-            return pixel_array(dataset if dataset is not None else dcmread(pixels.path), index=index)
+            return pixel_array(
+                dataset if dataset is not None else dcmread(pixels.path), index=index
+            )
         decoder = get_decoder(pixels.transfer_syntax_uid)
-        options = {**pixels.options, "transfer_syntax_uid": pixels.transfer_syntax_uid,
-                   "pixel_keyword": pixels.keyword}
+        options = {
+            **pixels.options,
+            "transfer_syntax_uid": pixels.transfer_syntax_uid,
+            "pixel_keyword": pixels.keyword,
+        }
         with open(pixels.path, "rb") as fp:
-            if not pixels.encapsulated:  # one frame, from bit 0 (pydicom misplaces unaligned 1-bit frames)
+            if (
+                not pixels.encapsulated
+            ):  # one frame, from bit 0 (pydicom misplaces unaligned 1-bit frames)
                 frame = _native_frame(fp, pixels, offset, index)
-                array, _ = decoder.as_array(frame, validate=True, **{**options, "number_of_frames": 1})
+                array, _ = decoder.as_array(
+                    frame, validate=True, **{**options, "number_of_frames": 1}
+                )
                 return array
             fp.seek(offset)
             array, _ = decoder.as_array(fp, index=index, validate=True, **options)
             return array
     except (ValueError, RuntimeError, EOFError, OSError, NotImplementedError) as exc:
-        raise FrameError(500, "internal_error", f"frame {index + 1} cannot be decoded: {exc}") from exc
+        raise FrameError(
+            500, "internal_error", f"frame {index + 1} cannot be decoded: {exc}"
+        ) from exc
 
 
 def _to_native_bytes(array: np.ndarray, pixels: PixelData) -> bytes:
@@ -507,8 +569,11 @@ class Window:
             raise FrameError(400, "bad_request", "window center and width are finite numbers")
         smallest_ok = self.width >= 1 if self.function == "LINEAR" else self.width > 0
         if not smallest_ok:
-            raise FrameError(400, "bad_request",
-                             "window width must be at least 1 (LINEAR) or above 0 (LINEAR_EXACT, SIGMOID)")
+            raise FrameError(
+                400,
+                "bad_request",
+                "window width must be at least 1 (LINEAR) or above 0 (LINEAR_EXACT, SIGMOID)",
+            )
 
     @classmethod
     def parse(cls, text: str) -> Window:
@@ -526,7 +591,9 @@ class Window:
     def apply(self, values: np.ndarray) -> np.ndarray:
         """Map values to 0..255 (PS3.3 C.11.2.1.2.1, C.11.2.1.3)."""
         c, w = self.center, self.width
-        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # extremes saturate to 0 or 255
+        with np.errstate(
+            over="ignore", divide="ignore", invalid="ignore"
+        ):  # extremes saturate to 0 or 255
             if self.function == "SIGMOID":
                 out = 255.0 / (1.0 + np.exp(-4.0 * (values - c) / w))
             elif self.function == "LINEAR_EXACT":
@@ -563,12 +630,23 @@ def choose_rendered_type(accept: str | None) -> str:
             return media_range.media_type
         if media_range.media_type in ("*/*", "image/*"):
             return RENDERED_MEDIA_TYPES[0]
-    raise FrameError(406, "not_acceptable",
-                     f"rendered images are {' or '.join(RENDERED_MEDIA_TYPES)}, not {accept!r}")
+    raise FrameError(
+        406,
+        "not_acceptable",
+        f"rendered images are {' or '.join(RENDERED_MEDIA_TYPES)}, not {accept!r}",
+    )
 
 
-def render_frame(pixels: PixelData, header: Dataset, number: int, media_type: str, *,
-                 window: Window | None = None, viewport: Viewport | None = None, quality: int = 90) -> bytes:
+def render_frame(
+    pixels: PixelData,
+    header: Dataset,
+    number: int,
+    media_type: str,
+    *,
+    window: Window | None = None,
+    viewport: Viewport | None = None,
+    quality: int = 90,
+) -> bytes:
     """Frame ``number`` (1-based) as an 8-bit JPEG or PNG for display (PS3.18 9.5.2)."""
     check_frame_numbers([number], pixels)
     array = decode_frame(pixels, number - 1)
@@ -602,9 +680,17 @@ def _rgb8(array: np.ndarray, header: Dataset) -> np.ndarray:
 
 def _frame_item(header: Dataset, index: int, sequence: str) -> Dataset | None:
     """The ``sequence`` item for frame ``index``: per-frame, else shared functional groups (PS3.3 C.7.6.16)."""
-    for groups, i in (("PerFrameFunctionalGroupsSequence", index), ("SharedFunctionalGroupsSequence", 0)):
+    for groups, i in (
+        ("PerFrameFunctionalGroupsSequence", index),
+        ("SharedFunctionalGroupsSequence", 0),
+    ):
         items = header.get(groups)
-        if items is not None and len(items) > i and sequence in items[i] and len(items[i][sequence]):
+        if (
+            items is not None
+            and len(items) > i
+            and sequence in items[i]
+            and len(items[i][sequence])
+        ):
             item: Dataset = items[i][sequence][0]
             return item
     return None

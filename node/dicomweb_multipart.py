@@ -141,8 +141,12 @@ class PartSpooler:
             return
         current.handle.close()
         self._parts.append(
-            Part(current.path, current.size, current.digest.hexdigest(),
-                 ContentType.parse(current.headers.get("content-type")))
+            Part(
+                current.path,
+                current.size,
+                current.digest.hexdigest(),
+                ContentType.parse(current.headers.get("content-type")),
+            )
         )
 
     def _on_end(self) -> None:
@@ -156,13 +160,17 @@ class PartSpooler:
         if self._received > self._max:
             raise MultipartError(
                 f"request body larger than the limit of {self._max // (1024 * 1024)} MB "
-                "(api.max_upload_mb)", 413)
+                "(api.max_upload_mb)",
+                413,
+            )
         try:
             self._parser.write(chunk)
         except MultipartParseError as exc:
             raise MultipartError(f"malformed multipart body: {exc}") from exc
         except OSError as exc:
-            raise MultipartError(f"cannot spool the request body: {exc.strerror or exc}", 507) from exc
+            raise MultipartError(
+                f"cannot spool the request body: {exc.strerror or exc}", 507
+            ) from exc
 
     def finish(self) -> list[Part]:
         """Check the body was complete; return its parts in order."""

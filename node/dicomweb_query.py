@@ -27,13 +27,36 @@ from node.db.listing import DicomFile, Listings
 
 logger = logging.getLogger(__name__)
 
-STUDY_KEYS = ("StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName", "PatientName",
-              "PatientID", "PatientBirthDate", "PatientSex", "StudyID", "StudyInstanceUID",
-              "StudyDescription")
-SERIES_KEYS = ("Modality", "SeriesDescription", "SeriesNumber", "SeriesInstanceUID",
-               "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime")
-INSTANCE_KEYS = ("SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns",
-                 "BitsAllocated", "NumberOfFrames")
+STUDY_KEYS = (
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyID",
+    "StudyInstanceUID",
+    "StudyDescription",
+)
+SERIES_KEYS = (
+    "Modality",
+    "SeriesDescription",
+    "SeriesNumber",
+    "SeriesInstanceUID",
+    "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime",
+)
+INSTANCE_KEYS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "InstanceNumber",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "NumberOfFrames",
+)
 #: Query keys that are not attributes (PS3.18 8.3.4 and 8.3.5).
 CONTROL_KEYS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
 _BULK_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
@@ -53,7 +76,9 @@ def read_header(path: str) -> Dataset | None:
     try:
         return _header(path, os.stat(path).st_mtime_ns)
     except (OSError, ValueError, EOFError) as exc:
-        logger.warning("cannot read %s for DICOMweb: %s", os.path.basename(path), type(exc).__name__)
+        logger.warning(
+            "cannot read %s for DICOMweb: %s", os.path.basename(path), type(exc).__name__
+        )
         return None
 
 
@@ -142,13 +167,20 @@ class DicomwebQueries:
         self._listings = listings
         self._serve_inputs = serve_inputs
 
-    def files(self, study_uid: str | None = None, series_uid: str | None = None,
-              sop_uid: str | None = None) -> list[HeldFile]:
+    def files(
+        self,
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> list[HeldFile]:
         found = self._listings.result_files(study_uid, series_uid, sop_uid)
         if self._serve_inputs:
             seen = {f.sop_instance_uid for f in found}
-            found += [f for f in self._listings.input_files(study_uid, series_uid, sop_uid)
-                      if f.sop_instance_uid not in seen]
+            found += [
+                f
+                for f in self._listings.input_files(study_uid, series_uid, sop_uid)
+                if f.sop_instance_uid not in seen
+            ]
         held = []
         for f in found:
             header = read_header(f.path)
@@ -175,10 +207,14 @@ class DicomwebQueries:
             results.append(ds)
         return _page([r for r in results if _matches_modalities(r, query)], query)
 
-    def series(self, query: Mapping[str, str], url: Callable[[str], str], study_uid: str | None = None) -> list[Dataset]:
+    def series(
+        self, query: Mapping[str, str], url: Callable[[str], str], study_uid: str | None = None
+    ) -> list[Dataset]:
         """Search for Series (PS3.18 10.6.1, Table 10.6.3-4 attributes)."""
         by_series: dict[str, list[HeldFile]] = {}
-        for held in self.files(study_uid or _uid(query, "StudyInstanceUID"), _uid(query, "SeriesInstanceUID")):
+        for held in self.files(
+            study_uid or _uid(query, "StudyInstanceUID"), _uid(query, "SeriesInstanceUID")
+        ):
             by_series.setdefault(held.file.series_instance_uid, []).append(held)
         results = []
         for series_uid, held in by_series.items():
@@ -193,12 +229,20 @@ class DicomwebQueries:
             results.append(ds)
         return _page([r for r in results if matches(r, _without(query, "StudyInstanceUID"))], query)
 
-    def instances(self, query: Mapping[str, str], url: Callable[[str], str], study_uid: str | None = None,
-                  series_uid: str | None = None) -> list[Dataset]:
+    def instances(
+        self,
+        query: Mapping[str, str],
+        url: Callable[[str], str],
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+    ) -> list[Dataset]:
         """Search for Instances (PS3.18 10.6.1, Table 10.6.3-5 attributes)."""
         results = []
-        for held in self.files(study_uid or _uid(query, "StudyInstanceUID"),
-                               series_uid or _uid(query, "SeriesInstanceUID"), _uid(query, "SOPInstanceUID")):
+        for held in self.files(
+            study_uid or _uid(query, "StudyInstanceUID"),
+            series_uid or _uid(query, "SeriesInstanceUID"),
+            _uid(query, "SOPInstanceUID"),
+        ):
             ds = Dataset()
             if study_uid is None:
                 _copy(held.header, ds, STUDY_KEYS)
@@ -208,11 +252,21 @@ class DicomwebQueries:
             f = held.file
             ds.StudyInstanceUID, ds.SeriesInstanceUID = f.study_instance_uid, f.series_instance_uid
             ds.SOPInstanceUID, ds.SOPClassUID = f.sop_instance_uid, f.sop_class_uid
-            ds.RetrieveURL = url(f"studies/{f.study_instance_uid}/series/{f.series_instance_uid}"
-                                 f"/instances/{f.sop_instance_uid}")
+            ds.RetrieveURL = url(
+                f"studies/{f.study_instance_uid}/series/{f.series_instance_uid}"
+                f"/instances/{f.sop_instance_uid}"
+            )
             results.append(ds)
-        return _page([r for r in results if matches(r, _without(query, "StudyInstanceUID", "SeriesInstanceUID",
-                                                                 "SOPInstanceUID"))], query)
+        return _page(
+            [
+                r
+                for r in results
+                if matches(
+                    r, _without(query, "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+                )
+            ],
+            query,
+        )
 
 
 def metadata_json(held: HeldFile, bulk_url: Callable[[HeldFile, int], str]) -> dict[str, Any]:
@@ -254,7 +308,9 @@ def _without(query: Mapping[str, str], *keywords: str) -> dict[str, str]:
 def _matches_modalities(ds: Dataset, query: Mapping[str, str]) -> bool:
     rest = dict(query)
     wanted = rest.pop("ModalitiesInStudy", None) or rest.pop("00080061", None)
-    if wanted and not {w.strip().upper() for w in wanted.split(",")} & {m.upper() for m in ds.ModalitiesInStudy}:
+    if wanted and not {w.strip().upper() for w in wanted.split(",")} & {
+        m.upper() for m in ds.ModalitiesInStudy
+    }:
         return False
     return matches(ds, rest)
 
@@ -267,4 +323,4 @@ def _page(results: list[Dataset], query: Mapping[str, str]) -> list[Dataset]:
         raise QueryError("limit and offset are non-negative integers") from exc
     if limit is not None and limit < 0:
         raise QueryError("limit is a non-negative integer")
-    return results[offset:offset + limit if limit is not None else None]
+    return results[offset : offset + limit if limit is not None else None]

@@ -60,9 +60,13 @@ def parse_store_response(body: Any) -> tuple[set[str], dict[str, int | None]]:
         body = body[0] if body else {}
     if not isinstance(body, dict):
         return set(), {}
-    stored = {str(_first(i, _REFERENCED_SOP_INSTANCE_UID)) for i in _items(body, _REFERENCED_SOP_SEQUENCE)}
-    failed = {str(_first(i, _REFERENCED_SOP_INSTANCE_UID)): _first(i, _FAILURE_REASON)
-              for i in _items(body, _FAILED_SOP_SEQUENCE)}
+    stored = {
+        str(_first(i, _REFERENCED_SOP_INSTANCE_UID)) for i in _items(body, _REFERENCED_SOP_SEQUENCE)
+    }
+    failed = {
+        str(_first(i, _REFERENCED_SOP_INSTANCE_UID)): _first(i, _FAILURE_REASON)
+        for i in _items(body, _FAILED_SOP_SEQUENCE)
+    }
     return stored - set(failed), failed
 
 
@@ -95,23 +99,41 @@ class StowSender:
         started = utcnow()
         missing = [(oid, path) for oid, path, _ in items if not Path(path).is_file()]
         if missing:
-            return [StowResult(oid, False, None, "result file missing" if (oid, path) in missing else
-                               "not sent: another result file of this delivery is missing", None, started, utcnow())
-                    for oid, path, _ in items]
+            return [
+                StowResult(
+                    oid,
+                    False,
+                    None,
+                    "result file missing"
+                    if (oid, path) in missing
+                    else "not sent: another result file of this delivery is missing",
+                    None,
+                    started,
+                    utcnow(),
+                )
+                for oid, path, _ in items
+            ]
         boundary = new_boundary()
         url = f"{self._endpoint.url}/studies"
         try:
             with self._client() as client:
                 response = client.post(
-                    url, content=_body(items, boundary),
-                    headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+                    url,
+                    content=_body(items, boundary),
+                    headers={
+                        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
+                    },
+                )
         except httpx.HTTPError as exc:
             error = f"STOW-RS to {url} failed: {type(exc).__name__}: {exc}"
-            return [StowResult(oid, False, None, error, None, started, utcnow()) for oid, _, _ in items]
+            return [
+                StowResult(oid, False, None, error, None, started, utcnow()) for oid, _, _ in items
+            ]
         return self._outcomes(items, response, started)
 
-    def _outcomes(self, items: Sequence[tuple[int, str, str]], response: httpx.Response,
-                  started: datetime) -> list[StowResult]:
+    def _outcomes(
+        self, items: Sequence[tuple[int, str, str]], response: httpx.Response, started: datetime
+    ) -> list[StowResult]:
         finished = utcnow()
         status = response.status_code
         try:
@@ -133,12 +155,23 @@ class StowSender:
                 error = f"STOW-RS HTTP {status} without a DICOM JSON response dataset"
             else:
                 error = f"STOW-RS HTTP {status}: instance not listed in ReferencedSOPSequence"
-            results.append(StowResult(oid, False, int(reason) if reason is not None else None, error, status,
-                                      started, finished))
+            results.append(
+                StowResult(
+                    oid,
+                    False,
+                    int(reason) if reason is not None else None,
+                    error,
+                    status,
+                    started,
+                    finished,
+                )
+            )
         return results
 
 
 def _body(items: Sequence[tuple[int, str, str]], boundary: str) -> bytes:
     """The request body, with a length: result objects are small, and some servers
     (Orthanc's embedded HTTP server among them) handle chunked uploads poorly."""
-    return b"".join(multipart_files([(Path(path), "application/dicom") for _, path, _ in items], boundary))
+    return b"".join(
+        multipart_files([(Path(path), "application/dicom") for _, path, _ in items], boundary)
+    )

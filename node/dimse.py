@@ -36,15 +36,17 @@ IMPLEMENTATION_CLASS_UID = "2.25.178592637418221196516306440736924361091"
 IMPLEMENTATION_VERSION_NAME = "AINODE_010"
 
 #: Transfer syntaxes that keep every pixel value (the node prefers them).
-LOSSLESS_COMPRESSED = frozenset({
-    "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
-    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, first-order prediction
-    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000 (Lossless Only)
-    "1.2.840.10008.1.2.4.201",  # HTJ2K (Lossless Only)
-    "1.2.840.10008.1.2.4.202",  # HTJ2K with RPCL (Lossless Only)
-    "1.2.840.10008.1.2.5",  # RLE Lossless
-})
+LOSSLESS_COMPRESSED = frozenset(
+    {
+        "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
+        "1.2.840.10008.1.2.4.70",  # JPEG Lossless, first-order prediction
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+        "1.2.840.10008.1.2.4.90",  # JPEG 2000 (Lossless Only)
+        "1.2.840.10008.1.2.4.201",  # HTJ2K (Lossless Only)
+        "1.2.840.10008.1.2.4.202",  # HTJ2K with RPCL (Lossless Only)
+        "1.2.840.10008.1.2.5",  # RLE Lossless
+    }
+)
 
 
 def identify(ae: Any) -> None:
@@ -61,7 +63,9 @@ class EchoStatus(enum.IntEnum):
 
 def is_success(status: int | None) -> bool:
     """Success or Warning (Bxxx, 0001) counts as stored, per PS3.4 B.2.3."""
-    return status is not None and (status == 0x0000 or status == 0x0001 or 0xB000 <= status <= 0xBFFF)
+    return status is not None and (
+        status == 0x0000 or status == 0x0001 or 0xB000 <= status <= 0xBFFF
+    )
 
 
 def quiet_pynetdicom() -> None:

@@ -53,9 +53,13 @@ def _contexts(datasets: Sequence[Dataset]) -> list[tuple[str, list[str]]]:
     wanted: dict[str, set[str]] = {}
     for ds in datasets:
         ts = UID(str(ds.file_meta.TransferSyntaxUID))
-        syntaxes = {str(ts)} if ts.is_compressed else {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+        syntaxes = (
+            {str(ts)} if ts.is_compressed else {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+        )
         wanted.setdefault(str(ds.SOPClassUID), set()).update(syntaxes)
-    return [(sop, sorted(ts, key=lambda t: t != ExplicitVRLittleEndian)) for sop, ts in wanted.items()]
+    return [
+        (sop, sorted(ts, key=lambda t: t != ExplicitVRLittleEndian)) for sop, ts in wanted.items()
+    ]
 
 
 class DimseSender:
@@ -74,7 +78,9 @@ class DimseSender:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
         ae.connection_timeout = timeout
         return ae.associate(
-            self._dest.host, self._dest.port, ae_title=self._dest.ae_title,
+            self._dest.host,
+            self._dest.port,
+            ae_title=self._dest.ae_title,
             evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: set_nodelay(event.assoc))],
         )
 
@@ -88,18 +94,33 @@ class DimseSender:
             remaining = self._send_round(remaining, results)
         return [results[oid] for oid, _ in items]
 
-    def _send_round(self, items: list[tuple[int, Dataset]], results: dict[int, SendResult]) -> list[tuple[int, Dataset]]:
+    def _send_round(
+        self, items: list[tuple[int, Dataset]], results: dict[int, SendResult]
+    ) -> list[tuple[int, Dataset]]:
         started = utcnow()
         try:
             assoc = self._associate([ds for _, ds in items])
         except (OSError, RuntimeError, ValueError) as exc:
             for oid, _ in items:
-                results[oid] = SendResult(oid, False, None, f"cannot associate: {exc}", started, utcnow())
+                results[oid] = SendResult(
+                    oid, False, None, f"cannot associate: {exc}", started, utcnow()
+                )
             return []
         if not assoc.is_established:
-            why = "association rejected" if assoc.is_rejected else "association failed (peer down or timed out)"
+            why = (
+                "association rejected"
+                if assoc.is_rejected
+                else "association failed (peer down or timed out)"
+            )
             for oid, _ in items:
-                results[oid] = SendResult(oid, False, None, f"{why} by {self._dest.ae_title}@{self._dest.host}:{self._dest.port}", started, utcnow())
+                results[oid] = SendResult(
+                    oid,
+                    False,
+                    None,
+                    f"{why} by {self._dest.ae_title}@{self._dest.host}:{self._dest.port}",
+                    started,
+                    utcnow(),
+                )
             return []
         leftover: list[tuple[int, Dataset]] = []
         try:
@@ -124,9 +145,18 @@ class DimseSender:
             return SendResult(oid, False, None, f"not sendable: {exc}", started, utcnow())
         status = int(rsp.Status) if rsp is not None and "Status" in rsp else None
         if status is None:
-            return SendResult(oid, False, None, "no C-STORE response (association dropped or timed out)", started, utcnow())
+            return SendResult(
+                oid,
+                False,
+                None,
+                "no C-STORE response (association dropped or timed out)",
+                started,
+                utcnow(),
+            )
         ok = is_success(status)
-        return SendResult(oid, ok, status, None if ok else f"C-STORE status 0x{status:04X}", started, utcnow())
+        return SendResult(
+            oid, ok, status, None if ok else f"C-STORE status 0x{status:04X}", started, utcnow()
+        )
 
 
 class Egress:
@@ -170,26 +200,61 @@ class Egress:
 
     def attempt(self, delivery_id: int) -> DeliveryState:
         delivery, outputs = self._store.load_delivery(delivery_id)
-        if delivery.state is not DeliveryState.PENDING:  # stopped since it was found due (superseded job)
+        if (
+            delivery.state is not DeliveryState.PENDING
+        ):  # stopped since it was found due (superseded job)
             return delivery.state
         destination = self._destinations.get(delivery.destination)
         attempt_no = delivery.attempts + 1
         if destination is None:
-            return self._record(delivery_id, [
-                SendResult(o.id, False, None, f"destination {delivery.destination!r} is no longer configured",
-                           utcnow(), utcnow()) for o in outputs
-            ], attempt_no)
+            return self._record(
+                delivery_id,
+                [
+                    SendResult(
+                        o.id,
+                        False,
+                        None,
+                        f"destination {delivery.destination!r} is no longer configured",
+                        utcnow(),
+                        utcnow(),
+                    )
+                    for o in outputs
+                ],
+                attempt_no,
+            )
         missing = self._missing_variant(delivery.job_id, destination)
         if missing:
-            return self._record(delivery_id, [
-                SendResult(o.id, False, None, missing, utcnow(), utcnow(), permanent=True) for o in outputs
-            ], attempt_no, delivery.destination)
+            return self._record(
+                delivery_id,
+                [
+                    SendResult(o.id, False, None, missing, utcnow(), utcnow(), permanent=True)
+                    for o in outputs
+                ],
+                attempt_no,
+                delivery.destination,
+            )
         accepted = self._store.accepted_outputs(delivery_id)
-        selected = [o for o in outputs if _wanted(o, delivery.destination, destination) and o.id not in accepted]
+        selected = [
+            o
+            for o in outputs
+            if _wanted(o, delivery.destination, destination) and o.id not in accepted
+        ]
         if destination.dicomweb is not None:
-            sent = StowSender(destination.dicomweb).send([(o.id, o.path, o.sop_instance_uid) for o in selected])
-            results = [SendResult(r.output_id, r.succeeded, r.failure_reason, r.error, r.started, r.finished,
-                                  r.http_status) for r in sent]
+            sent = StowSender(destination.dicomweb).send(
+                [(o.id, o.path, o.sop_instance_uid) for o in selected]
+            )
+            results = [
+                SendResult(
+                    r.output_id,
+                    r.succeeded,
+                    r.failure_reason,
+                    r.error,
+                    r.started,
+                    r.finished,
+                    r.http_status,
+                )
+                for r in sent
+            ]
             return self._record(delivery_id, results, attempt_no, delivery.destination)
         items, results = self._load(selected)
         if items and destination.dimse is not None:
@@ -205,20 +270,30 @@ class Egress:
         written = (self._store.job_summary(job_id) or {}).get("variants")
         if not written or destination.variant in written:
             return None
-        return (f"the job's results were written for the profiles {sorted(written)}, not for this "
-                f"destination's profile {destination.variant!r} (changed since?): re-run the job")
+        return (
+            f"the job's results were written for the profiles {sorted(written)}, not for this "
+            f"destination's profile {destination.variant!r} (changed since?): re-run the job"
+        )
 
-    def _load(self, outputs: Sequence[Output]) -> tuple[list[tuple[int, Dataset]], list[SendResult]]:
+    def _load(
+        self, outputs: Sequence[Output]
+    ) -> tuple[list[tuple[int, Dataset]], list[SendResult]]:
         items: list[tuple[int, Dataset]] = []
         failed: list[SendResult] = []
         for out in outputs:
             try:
                 items.append((out.id, dcmread(out.path)))
             except (OSError, ValueError) as exc:
-                failed.append(SendResult(out.id, False, None, f"result file unreadable: {exc}", utcnow(), utcnow()))
+                failed.append(
+                    SendResult(
+                        out.id, False, None, f"result file unreadable: {exc}", utcnow(), utcnow()
+                    )
+                )
         return items, failed
 
-    def _record(self, delivery_id: int, results: list[SendResult], attempt_no: int, name: str = "") -> DeliveryState:
+    def _record(
+        self, delivery_id: int, results: list[SendResult], attempt_no: int, name: str = ""
+    ) -> DeliveryState:
         failed = [r for r in results if not r.succeeded]
         # A refusal the destination will repeat (the object itself is refused) is
         # not retried; network errors, busy peers and out-of-resources are.
@@ -226,15 +301,27 @@ class Egress:
         give_up = bool(failed) and (permanent or attempt_no >= self._policy.max_attempts)
         retry_at = None
         if failed and not give_up:
-            retry_at = utcnow() + backoff(attempt_no, self._policy.backoff_initial_seconds, self._policy.backoff_max_seconds)
+            retry_at = utcnow() + backoff(
+                attempt_no, self._policy.backoff_initial_seconds, self._policy.backoff_max_seconds
+            )
         if self._on_attempt:
             self._on_attempt(name, len(results) - len(failed), len(failed))
         if failed:
-            logger.warning("delivery %d to %s: %d/%d objects failed (attempt %d): %s",
-                           delivery_id, name, len(failed), len(results), attempt_no, failed[0].error)
+            logger.warning(
+                "delivery %d to %s: %d/%d objects failed (attempt %d): %s",
+                delivery_id,
+                name,
+                len(failed),
+                len(results),
+                attempt_no,
+                failed[0].error,
+            )
         return self._store.record_delivery_attempt(
             delivery_id,
-            [(r.output_id, r.succeeded, r.status, r.error, r.started, r.finished, r.http_status) for r in results],
+            [
+                (r.output_id, r.succeeded, r.status, r.error, r.started, r.finished, r.http_status)
+                for r in results
+            ],
             retry_at=retry_at,
             give_up=give_up,
         )
@@ -250,8 +337,11 @@ def _is_permanent(result: SendResult) -> bool:
     """
     if result.permanent:
         return True
-    if result.http_status is not None and 400 <= result.http_status < 500 \
-            and result.http_status not in (408, 409, 429):
+    if (
+        result.http_status is not None
+        and 400 <= result.http_status < 500
+        and result.http_status not in (408, 409, 429)
+    ):
         return True
     status = result.status  # DIMSE status, or the STOW-RS FailureReason of this instance
     if status is None:

@@ -55,8 +55,13 @@ class FailureReason(enum.IntEnum):
 
 
 class _Refused(Exception):
-    def __init__(self, reason: FailureReason, message: str, sop_class: str | None = None,
-                 sop_instance: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: FailureReason,
+        message: str,
+        sop_class: str | None = None,
+        sop_instance: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -98,8 +103,9 @@ class StowOutcome:
             return 200
         return 202 if self.stored else 409
 
-    def response_dataset(self, retrieve_url: Callable[[StoredItem], str] | None,
-                         study_url: str | None) -> Dataset:
+    def response_dataset(
+        self, retrieve_url: Callable[[StoredItem], str] | None, study_url: str | None
+    ) -> Dataset:
         """The Store Instances Response Module (PS3.18 Table 10.5.3-1)."""
         ds = Dataset()
         if study_url and self.stored:
@@ -157,8 +163,13 @@ class StowIngress:
         """Where the HTTP layer spools incoming parts (same file system as the spool)."""
         return self._spool.root / "incoming"
 
-    def ingest(self, parts: Sequence[Part], study_instance_uid: str | None = None,
-               client: str | None = None, sender: str | None = None) -> StowOutcome:
+    def ingest(
+        self,
+        parts: Sequence[Part],
+        study_instance_uid: str | None = None,
+        client: str | None = None,
+        sender: str | None = None,
+    ) -> StowOutcome:
         """Store every part; refuse the ones that cannot be stored, each with a reason.
 
         Parameters
@@ -180,61 +191,100 @@ class StowIngress:
             try:
                 stored.append(self._accept(part, study_instance_uid, sender))
             except _Refused as refused:
-                failed.append(FailedItem(refused.sop_class, refused.sop_instance, refused.reason,
-                                         refused.message))
+                failed.append(
+                    FailedItem(
+                        refused.sop_class, refused.sop_instance, refused.reason, refused.message
+                    )
+                )
                 self._audit_refusal(refused, part, client, sender)
         if failed:
-            logger.warning("STOW-RS from %s: %d stored, %d refused (first: %s)",
-                           client or "?", len(stored), len(failed), failed[0].message)
+            logger.warning(
+                "STOW-RS from %s: %d stored, %d refused (first: %s)",
+                client or "?",
+                len(stored),
+                len(failed),
+                failed[0].message,
+            )
         return StowOutcome(tuple(stored), tuple(failed))
 
     def _accept(self, part: Part, expected_study: str | None, sender: str | None) -> StoredItem:
         media = part.content_type.media_type
         if media.startswith(("application/dicom+", "image/", "video/", "text/")):
-            raise _Refused(FailureReason.CANNOT_UNDERSTAND,
-                           f"part media type {media!r} is not application/dicom")
+            raise _Refused(
+                FailureReason.CANNOT_UNDERSTAND,
+                f"part media type {media!r} is not application/dicom",
+            )
         if not self._spool.has_room(part.size):
-            raise _Refused(FailureReason.OUT_OF_RESOURCES, "storage directory below its free-space minimum")
+            raise _Refused(
+                FailureReason.OUT_OF_RESOURCES, "storage directory below its free-space minimum"
+            )
         part = _as_part10(part)
         ds = _read_header(part.path)
         sop_class, sop_uid = _required(ds, "SOPClassUID"), _required(ds, "SOPInstanceUID")
         ids = (sop_class, sop_uid)
         meta = ds.file_meta
-        if (str(meta.get("MediaStorageSOPInstanceUID", sop_uid)) != sop_uid
-                or str(meta.get("MediaStorageSOPClassUID", sop_class)) != sop_class):
-            raise _Refused(FailureReason.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                           "SOP Class/Instance UID in the meta header differ from the data set", *ids)
+        if (
+            str(meta.get("MediaStorageSOPInstanceUID", sop_uid)) != sop_uid
+            or str(meta.get("MediaStorageSOPClassUID", sop_class)) != sop_class
+        ):
+            raise _Refused(
+                FailureReason.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                "SOP Class/Instance UID in the meta header differ from the data set",
+                *ids,
+            )
         if not _is_storage(sop_class):
-            raise _Refused(FailureReason.SOP_CLASS_NOT_SUPPORTED, f"{sop_class} is not a storage SOP class", *ids)
+            raise _Refused(
+                FailureReason.SOP_CLASS_NOT_SUPPORTED,
+                f"{sop_class} is not a storage SOP class",
+                *ids,
+            )
         transfer_syntax = str(meta.get("TransferSyntaxUID", ""))
         if transfer_syntax not in self._syntaxes:
-            raise _Refused(FailureReason.TRANSFER_SYNTAX_NOT_SUPPORTED,
-                           f"transfer syntax {transfer_syntax or '(none)'} cannot be decoded here", *ids)
+            raise _Refused(
+                FailureReason.TRANSFER_SYNTAX_NOT_SUPPORTED,
+                f"transfer syntax {transfer_syntax or '(none)'} cannot be decoded here",
+                *ids,
+            )
         study_uid = _required(ds, "StudyInstanceUID", ids)
         series_uid = _required(ds, "SeriesInstanceUID", ids)
         if expected_study is not None and study_uid != expected_study:
-            raise _Refused(FailureReason.STUDY_INSTANCE_UID_MISMATCH,
-                           "Study Instance UID differs from the one in the request URL", *ids)
+            raise _Refused(
+                FailureReason.STUDY_INSTANCE_UID_MISMATCH,
+                "Study Instance UID differs from the one in the request URL",
+                *ids,
+            )
         path = self._move_into_spool(part, study_uid, series_uid, sop_uid, ids)
         received = ReceivedInstance(
-            sop_instance_uid=sop_uid, sop_class_uid=sop_class,
-            study_instance_uid=study_uid, series_instance_uid=series_uid,
-            modality=_text(ds, "Modality", 16), body_part_examined=_text(ds, "BodyPartExamined"),
-            series_description=_text(ds, "SeriesDescription"), study_description=_text(ds, "StudyDescription"),
-            transfer_syntax_uid=transfer_syntax, calling_ae_title=None, source="dicomweb",
-            size_bytes=part.size, sha256=part.sha256, path=str(path), sender=sender,
+            sop_instance_uid=sop_uid,
+            sop_class_uid=sop_class,
+            study_instance_uid=study_uid,
+            series_instance_uid=series_uid,
+            modality=_text(ds, "Modality", 16),
+            body_part_examined=_text(ds, "BodyPartExamined"),
+            series_description=_text(ds, "SeriesDescription"),
+            study_description=_text(ds, "StudyDescription"),
+            transfer_syntax_uid=transfer_syntax,
+            calling_ae_title=None,
+            source="dicomweb",
+            size_bytes=part.size,
+            sha256=part.sha256,
+            path=str(path),
+            sender=sender,
         )
         try:
             self._store.record_instance(received)
         except Exception as exc:  # the database is down: the client must retry later
             logger.error("cannot record instance in the audit database: %s", type(exc).__name__)
-            raise _Refused(FailureReason.OUT_OF_RESOURCES, "audit database unavailable", *ids) from exc
+            raise _Refused(
+                FailureReason.OUT_OF_RESOURCES, "audit database unavailable", *ids
+            ) from exc
         if self._on_stored:
             self._on_stored(received, StoreStatus.SUCCESS)
         return StoredItem(sop_class, sop_uid, study_uid, series_uid)
 
-    def _move_into_spool(self, part: Part, study_uid: str, series_uid: str, sop_uid: str,
-                         ids: tuple[str, str]) -> Path:
+    def _move_into_spool(
+        self, part: Part, study_uid: str, series_uid: str, sop_uid: str, ids: tuple[str, str]
+    ) -> Path:
         path = self._spool.instance_path(study_uid, series_uid, sop_uid)
         try:
             fsync_path(part.path)
@@ -242,17 +292,26 @@ class StowIngress:
             os.replace(part.path, path)
             fsync_path(path.parent)
         except OSError as exc:
-            raise _Refused(FailureReason.OUT_OF_RESOURCES, f"cannot store: {exc.strerror or exc}", *ids) from exc
+            raise _Refused(
+                FailureReason.OUT_OF_RESOURCES, f"cannot store: {exc.strerror or exc}", *ids
+            ) from exc
         return path
 
-    def _audit_refusal(self, refused: _Refused, part: Part, client: str | None, sender: str | None) -> None:
+    def _audit_refusal(
+        self, refused: _Refused, part: Part, client: str | None, sender: str | None
+    ) -> None:
         if self._on_stored:
             self._on_stored(None, StoreStatus.CANNOT_UNDERSTAND)
         try:
             self._store.record_rejection(
-                reason=refused.message, dimse_status=int(refused.reason), calling_ae_title=None,
-                source="dicomweb", sop_instance_uid=_short(refused.sop_instance),
-                sop_class_uid=_short(refused.sop_class), size_bytes=part.size, sender=sender,
+                reason=refused.message,
+                dimse_status=int(refused.reason),
+                calling_ae_title=None,
+                source="dicomweb",
+                sop_instance_uid=_short(refused.sop_instance),
+                sop_class_uid=_short(refused.sop_class),
+                size_bytes=part.size,
+                sender=sender,
             )
         except Exception as exc:  # recording must never stop the endpoint answering
             logger.error("cannot record a refused instance: %s", type(exc).__name__)
@@ -276,12 +335,15 @@ def _as_part10(part: Part) -> Part:
         ds = dcmread(part.path, force=True)
         if "TransferSyntaxUID" not in ds.file_meta:
             implicit = ds.original_encoding[0] if ds.original_encoding[0] is not None else False
-            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+            ds.file_meta.TransferSyntaxUID = (
+                ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+            )
         buffer = BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
     except Exception as exc:  # garbage: pydicom raises many types
-        raise _Refused(FailureReason.CANNOT_UNDERSTAND,
-                       f"part is not a DICOM data set ({type(exc).__name__})") from exc
+        raise _Refused(
+            FailureReason.CANNOT_UNDERSTAND, f"part is not a DICOM data set ({type(exc).__name__})"
+        ) from exc
     data = buffer.getbuffer()
     part.path.write_bytes(data)
     return Part(part.path, len(data), hashlib.sha256(data).hexdigest(), part.content_type)
@@ -293,8 +355,10 @@ def _read_header(path: Path) -> Dataset:
         ds.get("SOPInstanceUID")
         return ds
     except Exception as exc:  # pydicom raises many types on garbage (InvalidDicomError, ...)
-        raise _Refused(FailureReason.CANNOT_UNDERSTAND,
-                       f"part is not a DICOM Part 10 file ({type(exc).__name__})") from exc
+        raise _Refused(
+            FailureReason.CANNOT_UNDERSTAND,
+            f"part is not a DICOM Part 10 file ({type(exc).__name__})",
+        ) from exc
 
 
 def _required(ds: Dataset, keyword: str, ids: tuple[str, str] | None = None) -> str:
@@ -302,13 +366,19 @@ def _required(ds: Dataset, keyword: str, ids: tuple[str, str] | None = None) -> 
     try:
         value = ds.get(keyword)
     except Exception as exc:
-        raise _Refused(FailureReason.CANNOT_UNDERSTAND, f"{keyword} cannot be decoded", sop_class, sop_uid) from exc
+        raise _Refused(
+            FailureReason.CANNOT_UNDERSTAND, f"{keyword} cannot be decoded", sop_class, sop_uid
+        ) from exc
     text = str(value or "").strip("\x00 ")
     if not text:
         raise _Refused(FailureReason.CANNOT_UNDERSTAND, f"{keyword} is missing", sop_class, sop_uid)
     if len(text) > 64:
-        raise _Refused(FailureReason.CANNOT_UNDERSTAND, f"{keyword} is longer than 64 characters",
-                       sop_class, sop_uid)
+        raise _Refused(
+            FailureReason.CANNOT_UNDERSTAND,
+            f"{keyword} is longer than 64 characters",
+            sop_class,
+            sop_uid,
+        )
     return text
 
 

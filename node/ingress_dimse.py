@@ -18,7 +18,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -123,7 +123,9 @@ class StorageScp:
         self._server = ae.start_server(
             (self._config.host, self._config.port), block=False, evt_handlers=handlers
         )
-        logger.info("Storage SCP %s listening on %s:%d", self._config.ae_title, self._config.host, self.port)
+        logger.info(
+            "Storage SCP %s listening on %s:%d", self._config.ae_title, self._config.host, self.port
+        )
 
     def stop(self) -> None:
         """Stop listening; running associations are ended."""
@@ -140,7 +142,11 @@ class StorageScp:
         rejected = event.assoc.rejected_contexts
         if rejected:
             names = sorted({str(cx.abstract_syntax) for cx in rejected})
-            logger.warning("association from %s: %d presentation contexts refused", _calling_ae(event), len(rejected))
+            logger.warning(
+                "association from %s: %d presentation contexts refused",
+                _calling_ae(event),
+                len(rejected),
+            )
             self._store.record_event(
                 "contexts_refused",
                 "unsupported SOP class or transfer syntax: " + ", ".join(names)[:2000],
@@ -169,8 +175,11 @@ class StorageScp:
     def _handle_aborted(self, event: Any) -> None:
         calling = _calling_ae(event)
         logger.warning("association from %s aborted", calling)
-        self._store.record_event("association_aborted", "peer or network aborted the association",
-                                 calling_ae_title=calling)
+        self._store.record_event(
+            "association_aborted",
+            "peer or network aborted the association",
+            calling_ae_title=calling,
+        )
 
     def _handle_store(self, event: Any) -> int:
         calling = _calling_ae(event)
@@ -178,7 +187,9 @@ class StorageScp:
         try:
             received = self._accept(event, calling)
         except _Refused as refused:
-            logger.warning("C-STORE from %s refused (0x%04X): %s", calling, refused.status, refused.reason)
+            logger.warning(
+                "C-STORE from %s refused (0x%04X): %s", calling, refused.status, refused.reason
+            )
             self._audit_refusal(refused, calling, request)
             if self._on_stored:
                 self._on_stored(None, refused.status)
@@ -190,14 +201,20 @@ class StorageScp:
     def _accept(self, event: Any, calling: str | None) -> ReceivedInstance:
         data = event.encoded_dataset(include_meta=True)
         if not self._spool.has_room(len(data)):
-            raise _Refused(StoreStatus.OUT_OF_RESOURCES, "storage directory below its free-space minimum")
+            raise _Refused(
+                StoreStatus.OUT_OF_RESOURCES, "storage directory below its free-space minimum"
+            )
         ds = _parse_header(data)
         request = event.request
         sop_uid = _required(ds, "SOPInstanceUID")
         sop_class = _required(ds, "SOPClassUID")
-        if sop_uid != str(request.AffectedSOPInstanceUID) or sop_class != str(request.AffectedSOPClassUID):
-            raise _Refused(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                           "SOP Class/Instance UID in the data set differ from the C-STORE request")
+        if sop_uid != str(request.AffectedSOPInstanceUID) or sop_class != str(
+            request.AffectedSOPClassUID
+        ):
+            raise _Refused(
+                StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                "SOP Class/Instance UID in the data set differ from the C-STORE request",
+            )
         study_uid = _required(ds, "StudyInstanceUID")
         series_uid = _required(ds, "SeriesInstanceUID")
         try:
@@ -259,7 +276,9 @@ def _parse_header(data: bytes) -> Dataset:
         ds.get("SOPInstanceUID")  # force parsing of the leading elements
         return ds
     except Exception as exc:  # pydicom raises many types on garbage
-        raise _Refused(StoreStatus.CANNOT_UNDERSTAND, f"data set cannot be parsed ({type(exc).__name__})") from exc
+        raise _Refused(
+            StoreStatus.CANNOT_UNDERSTAND, f"data set cannot be parsed ({type(exc).__name__})"
+        ) from exc
 
 
 def _required(ds: Dataset, keyword: str) -> str:

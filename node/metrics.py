@@ -20,8 +20,12 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         counts = self._counts()
-        jobs = GaugeMetricFamily("ainode_jobs", "Jobs in the audit database by state", labels=["state"])
-        instances = GaugeMetricFamily("ainode_instances", "Instances in the audit database by status", labels=["status"])
+        jobs = GaugeMetricFamily(
+            "ainode_jobs", "Jobs in the audit database by state", labels=["state"]
+        )
+        instances = GaugeMetricFamily(
+            "ainode_instances", "Instances in the audit database by status", labels=["status"]
+        )
         for key, value in sorted(counts.items()):
             kind, _, label = key.partition("_")
             (jobs if kind == "jobs" else instances).add_metric([label], value)
@@ -35,18 +39,28 @@ class NodeMetrics:
     def __init__(self, counts: Callable[[], dict[str, int]] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.instances = Counter(
-            "ainode_instances_received", "C-STORE/STOW instances answered, by outcome",
-            ["outcome"], registry=self.registry,
+            "ainode_instances_received",
+            "C-STORE/STOW instances answered, by outcome",
+            ["outcome"],
+            registry=self.registry,
         )
-        self.bytes = Counter("ainode_received_bytes", "Bytes of instances stored", registry=self.registry)
-        self.jobs = Counter("ainode_jobs_finished", "Jobs finished, by outcome", ["outcome"], registry=self.registry)
+        self.bytes = Counter(
+            "ainode_received_bytes", "Bytes of instances stored", registry=self.registry
+        )
+        self.jobs = Counter(
+            "ainode_jobs_finished", "Jobs finished, by outcome", ["outcome"], registry=self.registry
+        )
         self.job_seconds = Histogram(
-            "ainode_job_seconds", "Wall time of a job in its worker",
-            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800), registry=self.registry,
+            "ainode_job_seconds",
+            "Wall time of a job in its worker",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+            registry=self.registry,
         )
         self.deliveries = Counter(
-            "ainode_objects_delivered", "Result objects sent, by destination and outcome",
-            ["destination", "outcome"], registry=self.registry,
+            "ainode_objects_delivered",
+            "Result objects sent, by destination and outcome",
+            ["destination", "outcome"],
+            registry=self.registry,
         )
         if counts is not None:
             self.registry.register(_StateCollector(counts))

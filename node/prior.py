@@ -87,7 +87,9 @@ class CurrentStudy:
         if not current.patient_id.strip():
             raise JobError("prior-compare: the current study has no Patient ID to search priors by")
         if not current.study_date.strip():
-            raise JobError("prior-compare: the current study has no Study Date; cannot tell which study is prior")
+            raise JobError(
+                "prior-compare: the current study has no Study Date; cannot tell which study is prior"
+            )
         return current
 
 
@@ -112,8 +114,11 @@ def _same_body_part(a: str, b: str) -> bool:
     return a.strip().upper() == b.strip().upper()
 
 
-def choose_source(sources: Mapping[str, Source], senders: Iterable[str],
-                  find_source: Callable[[str | None], tuple[str, Source] | None]) -> tuple[str, Source]:
+def choose_source(
+    sources: Mapping[str, Source],
+    senders: Iterable[str],
+    find_source: Callable[[str | None], tuple[str, Source] | None],
+) -> tuple[str, Source]:
     """The source to search: the study's sender if configured, else the only source.
 
     Raises
@@ -129,7 +134,9 @@ def choose_source(sources: Mapping[str, Source], senders: Iterable[str],
     if len(sources) == 1:
         return next(iter(sources.items()))
     if not sources:
-        raise JobError("prior-compare: no source is configured to search for a prior study (settings: sources)")
+        raise JobError(
+            "prior-compare: no source is configured to search for a prior study (settings: sources)"
+        )
     raise JobError(
         f"prior-compare: cannot tell which source to search for a prior: the study was sent by "
         f"{', '.join(senders) or 'no known AE title'}, which is no configured source's calling AE title, "
@@ -166,14 +173,20 @@ def _earlier_studies(found: Iterable[Dataset], current: CurrentStudy) -> list[Da
     earlier = []
     for study in found:
         modalities = _values(study.get("ModalitiesInStudy"))
-        if (str(study.get("PatientID", current.patient_id)) != current.patient_id
-                or str(study.get("StudyInstanceUID", "")) in ("", current.study_instance_uid)
-                or not str(study.get("StudyDate", "") or "").strip()
-                or (modalities and current.modality.upper() not in modalities)):
+        if (
+            str(study.get("PatientID", current.patient_id)) != current.patient_id
+            or str(study.get("StudyInstanceUID", "")) in ("", current.study_instance_uid)
+            or not str(study.get("StudyDate", "") or "").strip()
+            or (modalities and current.modality.upper() not in modalities)
+        ):
             continue
         if _when(str(study.StudyDate), str(study.get("StudyTime", "") or "")) < now:
             earlier.append(study)
-    return sorted(earlier, key=lambda s: _when(str(s.StudyDate), str(s.get("StudyTime", "") or "")), reverse=True)
+    return sorted(
+        earlier,
+        key=lambda s: _when(str(s.StudyDate), str(s.get("StudyTime", "") or "")),
+        reverse=True,
+    )
 
 
 def _values(value: Any) -> set[str]:
@@ -191,17 +204,29 @@ def _count(series: Dataset) -> int | None:
 
 def find_prior(source: DimseSource, current: CurrentStudy, calling: str) -> PriorCandidate | None:
     """The most recent prior series of the same modality and body part on ``source`` (module docstring)."""
-    studies = _earlier_studies(_cfind(source, calling, _study_query(current), source.timeout_seconds), current)
+    studies = _earlier_studies(
+        _cfind(source, calling, _study_query(current), source.timeout_seconds), current
+    )
     for study in studies:
         uid = str(study.StudyInstanceUID)
-        matching = [s for s in _cfind(source, calling, _series_query(uid), source.timeout_seconds)
-                    if str(s.get("Modality", "")).upper() == current.modality.upper()
-                    and _same_body_part(str(s.get("BodyPartExamined", "") or ""), current.body_part_examined)
-                    and str(s.get("SeriesInstanceUID", ""))]
+        matching = [
+            s
+            for s in _cfind(source, calling, _series_query(uid), source.timeout_seconds)
+            if str(s.get("Modality", "")).upper() == current.modality.upper()
+            and _same_body_part(
+                str(s.get("BodyPartExamined", "") or ""), current.body_part_examined
+            )
+            and str(s.get("SeriesInstanceUID", ""))
+        ]
         if matching:
             best = max(matching, key=lambda s: _count(s) or 0)
-            return PriorCandidate(uid, str(best.SeriesInstanceUID), str(study.StudyDate),
-                                  str(study.get("StudyTime", "") or ""), _count(best))
+            return PriorCandidate(
+                uid,
+                str(best.SeriesInstanceUID),
+                str(study.StudyDate),
+                str(study.get("StudyTime", "") or ""),
+                _count(best),
+            )
     return None
 
 
@@ -216,8 +241,9 @@ def _series_identifier(prior: PriorCandidate) -> Dataset:
     return ds
 
 
-def retrieve_series(source: DimseSource, prior: PriorCandidate, calling: str, spool: Spool,
-                    store: AuditStore) -> int:
+def retrieve_series(
+    source: DimseSource, prior: PriorCandidate, calling: str, spool: Spool, store: AuditStore
+) -> int:
     """C-GET (one association) or C-MOVE (to ``calling``, this node) the prior series; return the count."""
     if source.retrieve == "c-move":
         return cmove(source, _series_identifier(prior), calling, calling)
@@ -242,8 +268,14 @@ class PriorFinder:
         ``calling AE title -> (name, Source) | None`` (``Settings.source_for_calling_ae``).
     """
 
-    def __init__(self, store: AuditStore, spool: Spool, sources: Mapping[str, Source], calling_ae_title: str,
-                 find_source: Callable[[str | None], tuple[str, Source] | None]) -> None:
+    def __init__(
+        self,
+        store: AuditStore,
+        spool: Spool,
+        sources: Mapping[str, Source],
+        calling_ae_title: str,
+        find_source: Callable[[str | None], tuple[str, Source] | None],
+    ) -> None:
         self._store, self._spool = store, spool
         self._sources = dict(sources)
         self._calling = calling_ae_title
@@ -261,19 +293,26 @@ class PriorFinder:
             or the source fails to answer or to send the series.
         """
         current = CurrentStudy.from_dataset(_first_header(job))
-        name, source = choose_source(self._sources, self._store.study_senders(job.study_instance_uid),
-                                     self._find_source)
+        name, source = choose_source(
+            self._sources, self._store.study_senders(job.study_instance_uid), self._find_source
+        )
         if source.dimse is None:
-            raise JobError(f"prior-compare: source {name!r} is DICOMweb; priors are searched by DIMSE C-FIND only")
+            raise JobError(
+                f"prior-compare: source {name!r} is DICOMweb; priors are searched by DIMSE C-FIND only"
+            )
         try:
             prior = find_prior(source.dimse, current, self._calling)
             if prior is None:
-                raise PriorNotFound(f"no prior study of the same modality and body part found on {name} "
-                                    f"({current.modality} "
-                                    f"{current.body_part_examined or 'no body part'}, before {current.study_date})")
+                raise PriorNotFound(
+                    f"no prior study of the same modality and body part found on {name} "
+                    f"({current.modality} "
+                    f"{current.body_part_examined or 'no body part'}, before {current.study_date})"
+                )
             instances, retrieved = self._fetch(source.dimse, prior)
         except (RetrieveError, OSError, RuntimeError, ValueError) as exc:
-            raise JobError(f"prior-compare: searching or retrieving the prior on {name} failed: {exc}") from exc
+            raise JobError(
+                f"prior-compare: searching or retrieving the prior on {name} failed: {exc}"
+            ) from exc
         self._audit(job, name, prior, instances, retrieved)
         return PriorInputs(
             input_paths=tuple(i.path for i in instances if i.path),
@@ -289,25 +328,43 @@ class PriorFinder:
         retrieved = 0
         if not held or prior.number_of_instances is None or len(held) < prior.number_of_instances:
             retrieved = retrieve_series(source, prior, self._calling, self._spool, self._store)
-            held = self._store.study_series(prior.study_instance_uid).get(prior.series_instance_uid, [])
+            held = self._store.study_series(prior.study_instance_uid).get(
+                prior.series_instance_uid, []
+            )
         if not held:
-            raise RetrieveError(f"the source sent no instance of prior series {prior.series_instance_uid}")
+            raise RetrieveError(
+                f"the source sent no instance of prior series {prior.series_instance_uid}"
+            )
         return held, retrieved
 
-    def _audit(self, job: Job, name: str, prior: PriorCandidate, instances: list[Instance], retrieved: int) -> None:
+    def _audit(
+        self, job: Job, name: str, prior: PriorCandidate, instances: list[Instance], retrieved: int
+    ) -> None:
         pending = [i.id for i in instances if not i.dispatched]
         if pending:  # keep the assembler from analysing the prior as a new study
             self._store.dispatch_study(
-                prior.study_instance_uid, pending, [], [],
+                prior.study_instance_uid,
+                pending,
+                [],
+                [],
                 f"retrieved from {name} as the prior of job {job.id} (study {job.study_instance_uid}); "
-                "not analysed itself")
+                "not analysed itself",
+            )
         self._store.record_event(
             "prior_retrieved",
             f"prior study {prior.study_instance_uid} ({prior.study_date}), series {prior.series_instance_uid}: "
             f"{len(instances)} instances, {retrieved} retrieved from {name} now",
-            study_instance_uid=job.study_instance_uid, job_id=job.id)
-        logger.info("job %d: prior series %s from %s, %d instances (%d retrieved)", job.id,
-                    prior.series_instance_uid, name, len(instances), retrieved)
+            study_instance_uid=job.study_instance_uid,
+            job_id=job.id,
+        )
+        logger.info(
+            "job %d: prior series %s from %s, %d instances (%d retrieved)",
+            job.id,
+            prior.series_instance_uid,
+            name,
+            len(instances),
+            retrieved,
+        )
 
 
 def _first_header(job: Job) -> Dataset:
@@ -318,5 +375,7 @@ def _first_header(job: Job) -> Dataset:
         except FileNotFoundError:
             continue
         except Exception as exc:  # pydicom raises many types on garbage
-            raise JobError(f"prior-compare: cannot read input {item.sop_instance_uid}: {type(exc).__name__}") from exc
+            raise JobError(
+                f"prior-compare: cannot read input {item.sop_instance_uid}: {type(exc).__name__}"
+            ) from exc
     raise JobError("prior-compare: no input instance of the job is left in the spool")

@@ -72,9 +72,16 @@ def _dimse_ae(calling: str, timeout: float) -> AE:
 
 
 def _associate(ae: AE, source: DimseSource, **kwargs: Any) -> Any:
-    assoc = ae.associate(source.host, source.port, ae_title=source.ae_title,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: set_nodelay(event.assoc)),
-                                       *kwargs.pop("evt_handlers", [])], **kwargs)
+    assoc = ae.associate(
+        source.host,
+        source.port,
+        ae_title=source.ae_title,
+        evt_handlers=[
+            (evt.EVT_CONN_OPEN, lambda event: set_nodelay(event.assoc)),
+            *kwargs.pop("evt_handlers", []),
+        ],
+        **kwargs,
+    )
     if not assoc.is_established:
         raise RetrieveError(f"cannot associate with {source.ae_title}@{source.host}:{source.port}")
     return assoc
@@ -86,7 +93,9 @@ def _cfind(source: DimseSource, calling: str, query: Dataset, timeout: float) ->
     assoc = _associate(ae, source)
     found = []
     try:
-        for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+        for status, identifier in assoc.send_c_find(
+            query, StudyRootQueryRetrieveInformationModelFind
+        ):
             if status is None or "Status" not in status:
                 raise RetrieveError("C-FIND: no response (association dropped or timed out)")
             if status.Status in (0xFF00, 0xFF01) and identifier is not None:
@@ -110,21 +119,35 @@ def query_counts(source: Source, study_uid: str, calling: str, timeout: float) -
         series_q.QueryRetrieveLevel, series_q.StudyInstanceUID = "SERIES", study_uid
         series_q.SeriesInstanceUID, series_q.NumberOfSeriesRelatedInstances = "", None
         series = _cfind(source.dimse, calling, series_q, timeout)
-        rows = [(str(s.get("SeriesInstanceUID", "")), s.get("NumberOfSeriesRelatedInstances")) for s in series]
+        rows = [
+            (str(s.get("SeriesInstanceUID", "")), s.get("NumberOfSeriesRelatedInstances"))
+            for s in series
+        ]
         total = studies[0].get("NumberOfStudyRelatedInstances") if studies else None
     else:
         if source.dicomweb is None:
             raise RetrieveError("source has neither dimse nor dicomweb")
         with _http(source.dicomweb) as client:
-            total = _qido_count(client, f"{source.dicomweb.url}/studies",
-                                {"StudyInstanceUID": study_uid, "includefield": "00201208"}, "00201208")
-            response = client.get(f"{source.dicomweb.url}/studies/{study_uid}/series",
-                                  params={"includefield": "00201209"}, headers={"Accept": "application/dicom+json"})
+            total = _qido_count(
+                client,
+                f"{source.dicomweb.url}/studies",
+                {"StudyInstanceUID": study_uid, "includefield": "00201208"},
+                "00201208",
+            )
+            response = client.get(
+                f"{source.dicomweb.url}/studies/{study_uid}/series",
+                params={"includefield": "00201209"},
+                headers={"Accept": "application/dicom+json"},
+            )
             _raise_for(response)
-            rows = [(_json_first(s, "0020000E"), _json_first(s, "00201209"))
-                    for s in (response.json() if response.content else [])]
-    return StudyCounts(int(total) if total not in (None, "") else None,
-                       {uid: int(n) for uid, n in rows if uid and n not in (None, "")})
+            rows = [
+                (_json_first(s, "0020000E"), _json_first(s, "00201209"))
+                for s in (response.json() if response.content else [])
+            ]
+    return StudyCounts(
+        int(total) if total not in (None, "") else None,
+        {uid: int(n) for uid, n in rows if uid and n not in (None, "")},
+    )
 
 
 def _http(endpoint: DicomwebEndpoint) -> httpx.Client:
@@ -138,8 +161,10 @@ def _http(endpoint: DicomwebEndpoint) -> httpx.Client:
 
 def _raise_for(response: httpx.Response) -> None:
     if response.status_code >= 400:
-        raise RetrieveError(f"{response.request.method} {response.request.url.path}: "
-                            f"HTTP {response.status_code} {response.text[:200]}")
+        raise RetrieveError(
+            f"{response.request.method} {response.request.url.path}: "
+            f"HTTP {response.status_code} {response.text[:200]}"
+        )
 
 
 def _json_first(item: Mapping[str, Any], tag: str) -> Any:
@@ -164,7 +189,9 @@ class SpoolWriter:
     or ``prior`` for a prior study fetched for comparison).
     """
 
-    def __init__(self, spool: Spool, store: AuditStore, calling: str, source: str = "c-get") -> None:
+    def __init__(
+        self, spool: Spool, store: AuditStore, calling: str, source: str = "c-get"
+    ) -> None:
         self._spool, self._store, self._calling, self._source = spool, store, calling, source
         self.stored = 0
 
@@ -172,7 +199,11 @@ class SpoolWriter:
         data = event.encoded_dataset(include_meta=True)
         try:
             ds = dcmread(BytesIO(data), stop_before_pixels=True)
-            study, series, sop = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+            study, series, sop = (
+                str(ds.StudyInstanceUID),
+                str(ds.SeriesInstanceUID),
+                str(ds.SOPInstanceUID),
+            )
             path, digest = self._spool.store(study, series, sop, data)
         except StorageError as exc:
             logger.error("C-GET: cannot store an instance: %s", exc)
@@ -180,12 +211,24 @@ class SpoolWriter:
         except Exception as exc:  # pydicom raises many types on garbage
             logger.error("C-GET: undecodable instance (%s)", type(exc).__name__)
             return int(StoreStatus.CANNOT_UNDERSTAND)
-        self._store.record_instance(ReceivedInstance(
-            sop_instance_uid=sop, sop_class_uid=str(ds.SOPClassUID), study_instance_uid=study,
-            series_instance_uid=series, modality=_opt(ds, "Modality", 16),
-            body_part_examined=_opt(ds, "BodyPartExamined"), series_description=_opt(ds, "SeriesDescription"),
-            study_description=_opt(ds, "StudyDescription"), transfer_syntax_uid=str(event.context.transfer_syntax),
-            calling_ae_title=self._calling[:16], source=self._source, size_bytes=len(data), sha256=digest, path=str(path)))
+        self._store.record_instance(
+            ReceivedInstance(
+                sop_instance_uid=sop,
+                sop_class_uid=str(ds.SOPClassUID),
+                study_instance_uid=study,
+                series_instance_uid=series,
+                modality=_opt(ds, "Modality", 16),
+                body_part_examined=_opt(ds, "BodyPartExamined"),
+                series_description=_opt(ds, "SeriesDescription"),
+                study_description=_opt(ds, "StudyDescription"),
+                transfer_syntax_uid=str(event.context.transfer_syntax),
+                calling_ae_title=self._calling[:16],
+                source=self._source,
+                size_bytes=len(data),
+                sha256=digest,
+                path=str(path),
+            )
+        )
         self.stored += 1
         return int(StoreStatus.SUCCESS)
 
@@ -210,12 +253,20 @@ def _check_sub_operations(responses: Any, what: str) -> int:
         completed = int(status.get("NumberOfCompletedSuboperations", completed) or completed)
         failed = int(status.get("NumberOfFailedSuboperations", failed) or failed)
     if last is None or not (is_success(last) or last in (0xFF00,)):
-        raise RetrieveError(f"{what} ended with status 0x{(last or 0):04X} ({failed} sub-operations failed)")
+        raise RetrieveError(
+            f"{what} ended with status 0x{(last or 0):04X} ({failed} sub-operations failed)"
+        )
     return completed
 
 
-def cget(source: DimseSource, identifier: Dataset, calling: str, spool: Spool, store: AuditStore,
-         audit_source: str = "c-get") -> int:
+def cget(
+    source: DimseSource,
+    identifier: Dataset,
+    calling: str,
+    spool: Spool,
+    store: AuditStore,
+    audit_source: str = "c-get",
+) -> int:
     """C-GET what ``identifier`` names on one association (PS3.4 C.4.3); return the instances stored.
 
     ``audit_source`` is recorded as the instances' origin (``c-get``, or ``prior``).
@@ -229,7 +280,9 @@ def cget(source: DimseSource, identifier: Dataset, calling: str, spool: Spool, s
     writer = SpoolWriter(spool, store, source.ae_title, source=audit_source)
     assoc = _associate(ae, source, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, writer.handle)])
     try:
-        _check_sub_operations(assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet), "C-GET")
+        _check_sub_operations(
+            assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet), "C-GET"
+        )
     finally:
         if assoc.is_established:
             assoc.release()
@@ -243,23 +296,34 @@ def cmove(source: DimseSource, identifier: Dataset, calling: str, move_destinati
     assoc = _associate(ae, source)
     try:
         return _check_sub_operations(
-            assoc.send_c_move(identifier, move_destination, StudyRootQueryRetrieveInformationModelMove), "C-MOVE")
+            assoc.send_c_move(
+                identifier, move_destination, StudyRootQueryRetrieveInformationModelMove
+            ),
+            "C-MOVE",
+        )
     finally:
         if assoc.is_established:
             assoc.release()
 
 
-def retrieve_wado(endpoint: DicomwebEndpoint, study_uid: str, stow: StowIngress, max_bytes: int) -> int:
+def retrieve_wado(
+    endpoint: DicomwebEndpoint, study_uid: str, stow: StowIngress, max_bytes: int
+) -> int:
     """WADO-RS Retrieve Study (PS3.18 10.4), streamed to part files and stored like STOW-RS parts."""
     url = f"{endpoint.url}/studies/{study_uid}"
     accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-    with _http(endpoint) as client, client.stream("GET", url, headers={"Accept": accept}) as response:
+    with (
+        _http(endpoint) as client,
+        client.stream("GET", url, headers={"Accept": accept}) as response,
+    ):
         if response.status_code >= 400:
             response.read()
             _raise_for(response)
         content_type = ContentType.parse(response.headers.get("content-type"))
         try:
-            spooler = PartSpooler(content_type.params.get("boundary", ""), stow.part_directory, max_bytes)
+            spooler = PartSpooler(
+                content_type.params.get("boundary", ""), stow.part_directory, max_bytes
+            )
         except MultipartError as exc:
             raise RetrieveError(f"WADO-RS {url}: {exc}") from exc
         try:
@@ -295,11 +359,19 @@ class Retriever:
         ``(request, series -> instances) -> planned jobs``.
     """
 
-    def __init__(self, store: AuditStore, actions: JobActions, spool: Spool, stow: StowIngress,
-                 sources: Mapping[str, Source], calling_ae_title: str,
-                 plan: Callable[[InferenceRequest, dict[str, list[Instance]]], list[PlannedJob]],
-                 max_bytes: int, on_jobs: Callable[[list[int]], None] | None = None,
-                 policy: RetrievalSettings | None = None) -> None:
+    def __init__(
+        self,
+        store: AuditStore,
+        actions: JobActions,
+        spool: Spool,
+        stow: StowIngress,
+        sources: Mapping[str, Source],
+        calling_ae_title: str,
+        plan: Callable[[InferenceRequest, dict[str, list[Instance]]], list[PlannedJob]],
+        max_bytes: int,
+        on_jobs: Callable[[list[int]], None] | None = None,
+        policy: RetrievalSettings | None = None,
+    ) -> None:
         self._store, self._actions, self._spool, self._stow = store, actions, spool, stow
         self._policy = policy or RetrievalSettings()
         self._sources = dict(sources)
@@ -322,13 +394,19 @@ class Retriever:
 
     def handle(self, request: InferenceRequest) -> None:
         if request.source not in self._sources:  # retrying cannot mend this
-            self._actions.fail_request(request.id, f"source {request.source!r} is no longer configured")
+            self._actions.fail_request(
+                request.id, f"source {request.source!r} is no longer configured"
+            )
             return
         try:
             retrieved = self._retrieve(request)
         except (RetrieveError, OSError, httpx.HTTPError, RuntimeError, ValueError) as exc:
-            logger.warning("inference request %d: retrieval failed (attempt %d): %s", request.id,
-                           request.attempts, exc)
+            logger.warning(
+                "inference request %d: retrieval failed (attempt %d): %s",
+                request.id,
+                request.attempts,
+                exc,
+            )
             self._failed(request, f"retrieval from {request.source} failed: {exc}")
             return
         series = self._store.study_series(request.study_instance_uid)
@@ -347,7 +425,9 @@ class Retriever:
         if request.attempts >= policy.max_attempts:
             self._actions.fail_request(request.id, f"{error} (after {request.attempts} attempts)")
             return
-        delay = backoff(request.attempts, policy.backoff_initial_seconds, policy.backoff_max_seconds)
+        delay = backoff(
+            request.attempts, policy.backoff_initial_seconds, policy.backoff_max_seconds
+        )
         self._actions.retry_request(request.id, error, utcnow() + delay)
 
     def _retrieve(self, request: InferenceRequest) -> int:
@@ -395,10 +475,18 @@ def plan_request_jobs(
         for route_name, pipeline, send_to in pairs:
             version, checksum = pipeline_info(pipeline)
             send = tuple(named or default or send_to)
-            planned.append(PlannedJob(
-                study_instance_uid=request.study_instance_uid, series_instance_uid=series_uid,
-                modality=attrs.modality, route_name=route_name or f"request-{request.id}",
-                pipeline_name=pipeline, pipeline_version=version, model_checksum=checksum,
-                destinations=send, result_uids=mint(),
-                inputs=tuple((i.id, i.sop_instance_uid or "", i.path or "") for i in instances)))
+            planned.append(
+                PlannedJob(
+                    study_instance_uid=request.study_instance_uid,
+                    series_instance_uid=series_uid,
+                    modality=attrs.modality,
+                    route_name=route_name or f"request-{request.id}",
+                    pipeline_name=pipeline,
+                    pipeline_version=version,
+                    model_checksum=checksum,
+                    destinations=send,
+                    result_uids=mint(),
+                    inputs=tuple((i.id, i.sop_instance_uid or "", i.path or "") for i in instances),
+                )
+            )
     return planned

@@ -89,7 +89,9 @@ class _Worker:
         parent, child = _SPAWN.Pipe()
         self.conn = parent
         self.process: SpawnProcess = _SPAWN.Process(
-            target=_worker_main, args=(child, memory_limit_mb, threads), daemon=True,
+            target=_worker_main,
+            args=(child, memory_limit_mb, threads),
+            daemon=True,
             name="ainode-worker",
         )
         self.process.start()
@@ -175,10 +177,14 @@ class ProcessRunner:
     def start(self) -> None:
         requeued = self._store.requeue_interrupted()
         if requeued:
-            logger.warning("re-queued %d jobs interrupted by a restart: %s", len(requeued), requeued)
+            logger.warning(
+                "re-queued %d jobs interrupted by a restart: %s", len(requeued), requeued
+            )
         self._workers = [_Worker(self._memory_limit, self._threads) for _ in range(self._n)]
         for slot in range(self._n):
-            thread = threading.Thread(target=self._slot_loop, args=(slot,), name=f"ainode-slot-{slot}", daemon=True)
+            thread = threading.Thread(
+                target=self._slot_loop, args=(slot,), name=f"ainode-slot-{slot}", daemon=True
+            )
             thread.start()
             self._slots.append(thread)
 
@@ -250,7 +256,9 @@ class ProcessRunner:
             self._store.requeue_job(job.id, "node shut down while the job was running")
             return
         if kind == "ok" and isinstance(payload, JobOutcome):
-            self._store.finish_job(job.id, payload.outputs, payload.summary, payload.pipeline_version)
+            self._store.finish_job(
+                job.id, payload.outputs, payload.summary, payload.pipeline_version
+            )
             logger.info("job %d succeeded in %.2f s", job.id, seconds)
         else:
             self._store.fail_job(job.id, str(payload))

@@ -34,8 +34,12 @@ def send_datasets(
     for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
-    assoc = ae.associate(host, port, ae_title=called_ae_title,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: set_nodelay(event.assoc))])
+    assoc = ae.associate(
+        host,
+        port,
+        ae_title=called_ae_title,
+        evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: set_nodelay(event.assoc))],
+    )
     if not assoc.is_established:
         raise DeliveryError(f"cannot associate with {called_ae_title}@{host}:{port}")
     statuses: list[int] = []
@@ -50,5 +54,7 @@ def send_datasets(
             assoc.release()
     failed = [s for s in statuses if not is_success(s)]
     if failed:
-        raise DeliveryError(f"{len(failed)} of {len(statuses)} instances were refused (first status {failed[0]:#06x})")
+        raise DeliveryError(
+            f"{len(failed)} of {len(statuses)} instances were refused (first status {failed[0]:#06x})"
+        )
     return statuses

@@ -73,7 +73,13 @@ class Spool:
     min_free_bytes: int
 
     def instance_path(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
-        return self.root / "spool" / safe_uid(study_uid) / safe_uid(series_uid) / f"{safe_uid(sop_uid)}.dcm"
+        return (
+            self.root
+            / "spool"
+            / safe_uid(study_uid)
+            / safe_uid(series_uid)
+            / f"{safe_uid(sop_uid)}.dcm"
+        )
 
     def result_dir(self, job_id: int) -> Path:
         return self.root / "results" / f"job-{job_id}"
@@ -84,7 +90,9 @@ class Spool:
         free = shutil.disk_usage(self.root).free
         return free - incoming_bytes >= self.min_free_bytes
 
-    def store(self, study_uid: str, series_uid: str, sop_uid: str, data: bytes | memoryview) -> tuple[Path, str]:
+    def store(
+        self, study_uid: str, series_uid: str, sop_uid: str, data: bytes | memoryview
+    ) -> tuple[Path, str]:
         """Store one instance durably; return its path and SHA-256.
 
         An identical re-send rewrites nothing. A *changed* re-send of the same

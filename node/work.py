@@ -94,15 +94,24 @@ class ResultVariant:
     profile: ViewerProfile = field(default_factory=ViewerProfile)
 
     @classmethod
-    def from_settings(cls, key: str, formats: tuple[str, ...], options: dict[str, Any]) -> ResultVariant:
+    def from_settings(
+        cls, key: str, formats: tuple[str, ...], options: dict[str, Any]
+    ) -> ResultVariant:
         """From a destination's ``profile`` options (:class:`node.config.ResultProfile` fields)."""
-        return cls(key, formats, ViewerProfile(
-            segmentation_type=SegmentationType(str(options.get("seg_type", "binary")).upper()),
-            omit_empty_frames=bool(options.get("omit_empty_frames", True)),
-            transfer_syntax_uid=(JPEG2000Lossless if options.get("seg_compression") == "jpeg2000-lossless"
-                                 else ExplicitVRLittleEndian),
-            sc_frames=ScFrames(str(options.get("sc_frames", "key")).upper()),
-        ))
+        return cls(
+            key,
+            formats,
+            ViewerProfile(
+                segmentation_type=SegmentationType(str(options.get("seg_type", "binary")).upper()),
+                omit_empty_frames=bool(options.get("omit_empty_frames", True)),
+                transfer_syntax_uid=(
+                    JPEG2000Lossless
+                    if options.get("seg_compression") == "jpeg2000-lossless"
+                    else ExplicitVRLittleEndian
+                ),
+                sc_frames=ScFrames(str(options.get("sc_frames", "key")).upper()),
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -181,7 +190,10 @@ def configured_pipeline_class(name: str, config: dict[str, Any]) -> type[Pipelin
 
     label_map = config.get("label_map")
     return MonaiBundlePipeline.configured(
-        name, Path(config["path"]), config["sha256"], Path(label_map) if label_map else None,
+        name,
+        Path(config["path"]),
+        config["sha256"],
+        Path(label_map) if label_map else None,
         agreement_threshold=float(config.get("bf16_agreement_threshold", 0.999)),
     )
 
@@ -212,8 +224,17 @@ class PipelineCache:
 #: Type 2 attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1):
 #: present, possibly empty, in every conformant image. Some senders leave them out;
 #: the node reads tolerantly and fills them empty so the results are conformant.
-_TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
-                        "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+_TYPE2_PATIENT_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 def _tolerate(ds: Dataset) -> Dataset:
@@ -231,7 +252,9 @@ def _read_inputs(paths: Sequence[str]) -> list[Dataset]:
         except FileNotFoundError as exc:
             raise InputError(f"input instance missing from the spool: {Path(path).name}") from exc
         except Exception as exc:
-            raise InputError(f"input instance {Path(path).name} cannot be read: {type(exc).__name__}") from exc
+            raise InputError(
+                f"input instance {Path(path).name} cannot be read: {type(exc).__name__}"
+            ) from exc
     return datasets
 
 
@@ -239,14 +262,22 @@ def _summary(findings: Findings, voxel_ml: float) -> dict[str, Any]:
     labels = {s.description.number: s.description.label for s in findings.segments}
     return {
         "segments": [
-            {"number": s.description.number, "label": s.description.label,
-             "voxels": int(s.mask.sum()), "volume_ml": round(float(s.mask.sum()) * voxel_ml, 3)}
+            {
+                "number": s.description.number,
+                "label": s.description.label,
+                "voxels": int(s.mask.sum()),
+                "volume_ml": round(float(s.mask.sum()) * voxel_ml, 3),
+            }
             for s in findings.segments
         ],
         "measurements": [
-            {"segment": labels.get(m.segment_number) if m.segment_number else None,
-             "concept": m.concept.meaning, "value": m.value, "unit": m.unit.value,
-             "derivation": m.derivation.meaning if m.derivation else None}
+            {
+                "segment": labels.get(m.segment_number) if m.segment_number else None,
+                "concept": m.concept.meaning,
+                "value": m.value,
+                "unit": m.unit.value,
+                "derivation": m.derivation.meaning if m.derivation else None,
+            }
             for m in findings.measurements
         ],
         "notes": list(findings.notes),
@@ -277,9 +308,26 @@ def _write(ds: Dataset, out_dir: Path, kind: str, variant: str | None = None) ->
 _KIND_BY_MODALITY = {"SEG": "SEG", "SR": "SR", "DOC": "PDF", "KO": "KO", "REG": "REG"}
 #: ImageType value 3 of derived image series (reformats, MIPs): the pipeline's primary output.
 _DERIVED_IMAGE_TYPES = {"REFORMATTED", "MIP", "MINIP"}
-_DESCRIPTIONS = {"seg": "SEG", "sr": "report", "sc": "overlay (not for diagnosis)", "pdf": "PDF report",
-                 "ko": "key images", "derived": "", "reg": "registration", "reject": "withdrawn results"}
-_DEFAULT_SERIES_OFFSET = {"seg": 0, "sr": 1, "sc": 2, "pdf": 3, "ko": 4, "reg": 5, "reject": 6, "derived": 10}
+_DESCRIPTIONS = {
+    "seg": "SEG",
+    "sr": "report",
+    "sc": "overlay (not for diagnosis)",
+    "pdf": "PDF report",
+    "ko": "key images",
+    "derived": "",
+    "reg": "registration",
+    "reject": "withdrawn results",
+}
+_DEFAULT_SERIES_OFFSET = {
+    "seg": 0,
+    "sr": 1,
+    "sc": 2,
+    "pdf": 3,
+    "ko": 4,
+    "reg": 5,
+    "reject": 6,
+    "derived": 10,
+}
 #: Written whenever a pipeline finds them, whatever a destination's formats: they are
 #: the primary output of reformat and prior-compare.
 PRIMARY_KINDS = ("derived", "reg")
@@ -303,7 +351,9 @@ def _identities(
         if variant != DEFAULT_VARIANT and fmt in PROFILED_FORMATS:
             series_uid = derived_uid("variant-series", series_uid, variant)
             sop_uid = derived_uid("variant-instance", sop_uid, variant)
-        number = spec.series_numbers.get(fmt) or spec.seg_series_number + _DEFAULT_SERIES_OFFSET[fmt]
+        number = (
+            spec.series_numbers.get(fmt) or spec.seg_series_number + _DEFAULT_SERIES_OFFSET[fmt]
+        )
         if fmt == "sr":
             number = spec.series_numbers.get(fmt) or spec.sr_series_number
         identities[fmt] = ResultIdentity(
@@ -321,11 +371,17 @@ def _writable(variant: ResultVariant, findings: Findings, notes: list[str]) -> R
     One destination's profile must not cost every destination its results;
     the choice is in the job summary's notes.
     """
-    if variant.profile.segmentation_type is not SegmentationType.LABELMAP or not segments_overlap(findings):
+    if variant.profile.segmentation_type is not SegmentationType.LABELMAP or not segments_overlap(
+        findings
+    ):
         return variant
-    notes.append(f"profile {variant.key}: the segments overlap, which a LABELMAP SEG cannot hold; "
-                 "wrote a BINARY SEG instead")
-    return replace(variant, profile=replace(variant.profile, segmentation_type=SegmentationType.BINARY))
+    notes.append(
+        f"profile {variant.key}: the segments overlap, which a LABELMAP SEG cannot hold; "
+        "wrote a BINARY SEG instead"
+    )
+    return replace(
+        variant, profile=replace(variant.profile, segmentation_type=SegmentationType.BINARY)
+    )
 
 
 def _reference(old: SupersededOutput, source: Dataset) -> Dataset:
@@ -342,7 +398,10 @@ def _reference(old: SupersededOutput, source: Dataset) -> Dataset:
 
 
 def _rejection_notes(
-    spec: JobSpec, pipeline: Pipeline, source: Dataset, algorithm: AlgorithmIdentity,
+    spec: JobSpec,
+    pipeline: Pipeline,
+    source: Dataset,
+    algorithm: AlgorithmIdentity,
 ) -> tuple[list[WrittenOutput], dict[str, list[str]]]:
     """IHE IOCM rejection notes withdrawing the results of the jobs this one replaces.
 
@@ -359,19 +418,34 @@ def _rejection_notes(
         if not olds:
             continue
         earlier = ", ".join(str(j) for j in sorted({o.job_id for o in olds}))
-        reason = (f"Withdrawn: results of job {earlier}, superseded by job {spec.job_id} "
-                  "(the series changed after it was analysed; late_series: rerun)")
-        identity = replace(base, sop_instance_uid=derived_uid("reject", base.sop_instance_uid, destination))
+        reason = (
+            f"Withdrawn: results of job {earlier}, superseded by job {spec.job_id} "
+            "(the series changed after it was analysed; late_series: rerun)"
+        )
+        identity = replace(
+            base, sop_instance_uid=derived_uid("reject", base.sop_instance_uid, destination)
+        )
         note = dicom_sr.kos.write_rejection_note(
-            [_reference(o, source) for o in olds], source, identity, spec.device, algorithm, reason=reason)
+            [_reference(o, source) for o in olds],
+            source,
+            identity,
+            spec.device,
+            algorithm,
+            reason=reason,
+        )
         outputs.append(_write(note, Path(spec.output_dir), "REJECT", REJECTION_FOR + destination))
         withdrawn[destination] = [o.sop_instance_uid for o in olds]
     return outputs, withdrawn
 
 
 def _write_variants(
-    spec: JobSpec, pipeline: Pipeline, sources: list[Dataset], findings: Findings,
-    algorithm: AlgorithmIdentity, prior_images: list[Dataset], notes: list[str],
+    spec: JobSpec,
+    pipeline: Pipeline,
+    sources: list[Dataset],
+    findings: Findings,
+    algorithm: AlgorithmIdentity,
+    prior_images: list[Dataset],
+    notes: list[str],
 ) -> list[WrittenOutput]:
     """Write the job's result objects: one profiled set per variant, the rest once.
 
@@ -379,25 +453,40 @@ def _write_variants(
     derived series, registrations); those outputs have no variant.
     """
     variants = tuple(_writable(v, findings, notes) for v in spec.result_variants())
-    shared = [f for f in dict.fromkeys(f for v in variants for f in v.formats) if f not in PROFILED_FORMATS]
+    shared = [
+        f
+        for f in dict.fromkeys(f for v in variants for f in v.formats)
+        if f not in PROFILED_FORMATS
+    ]
     out_dir = Path(spec.output_dir)
     outputs: list[WrittenOutput] = []
     for index, variant in enumerate(variants):
         profiled = [f for f in variant.formats if f in PROFILED_FORMATS]
         formats = profiled + (shared if index == 0 else [])
         # the SR and KOS reference a SEG even when the destinations do not take it
-        keys = [*formats, *(["seg"] if "seg" not in formats and {"sr", "ko"} & set(formats) else [])]
+        keys = [
+            *formats,
+            *(["seg"] if "seg" not in formats and {"sr", "ko"} & set(formats) else []),
+        ]
         keys += list(PRIMARY_KINDS) if index == 0 else []
         if not formats and index:
             continue
         objects = dicom_sr.write_results(
-            sources, findings, device=spec.device, algorithm=algorithm, formats=formats,
-            identities=_identities(spec, pipeline, keys, variant.key), profile=variant.profile,
-            prior_images=prior_images, primary_outputs=index == 0,
+            sources,
+            findings,
+            device=spec.device,
+            algorithm=algorithm,
+            formats=formats,
+            identities=_identities(spec, pipeline, keys, variant.key),
+            profile=variant.profile,
+            prior_images=prior_images,
+            primary_outputs=index == 0,
         )
         for ds in objects:
             kind = _kind(ds)
-            outputs.append(_write(ds, out_dir, kind, variant.key if kind.lower() in PROFILED_FORMATS else None))
+            outputs.append(
+                _write(ds, out_dir, kind, variant.key if kind.lower() in PROFILED_FORMATS else None)
+            )
     return outputs
 
 
@@ -429,7 +518,9 @@ def _analyse(
     frame_of_reference = str(datasets[0].get("FrameOfReferenceUID", ""))
     if not frame_of_reference:
         raise InputError("the prior series has no Frame of Reference UID")
-    series = PriorSeries(prior_volume, prior.study_instance_uid, prior.series_instance_uid, frame_of_reference)
+    series = PriorSeries(
+        prior_volume, prior.study_instance_uid, prior.series_instance_uid, frame_of_reference
+    )
     findings: Findings = run_with_prior(volume, series)
     return findings, datasets
 
@@ -437,13 +528,15 @@ def _analyse(
 def _registration_summary(findings: Findings, prior: PriorInputs | None) -> list[dict[str, Any]]:
     """The transforms found, for the job summary (matrix: prior mm -> current mm)."""
     return [
-        {"prior_study_instance_uid": r.prior_study_instance_uid,
-         "prior_series_instance_uid": r.prior_series_instance_uid,
-         "prior_frame_of_reference_uid": r.prior_frame_of_reference_uid,
-         "prior_study_date": prior.study_date if prior else None,
-         "source": prior.source if prior else None,
-         "matrix": [[round(v, 6) for v in row] for row in r.matrix],
-         "deformable": r.deformation is not None}
+        {
+            "prior_study_instance_uid": r.prior_study_instance_uid,
+            "prior_series_instance_uid": r.prior_series_instance_uid,
+            "prior_frame_of_reference_uid": r.prior_frame_of_reference_uid,
+            "prior_study_date": prior.study_date if prior else None,
+            "source": prior.source if prior else None,
+            "matrix": [[round(v, 6) for v in row] for row in r.matrix],
+            "deformable": r.deformation is not None,
+        }
         for r in findings.registrations
     ]
 
@@ -466,7 +559,9 @@ def execute_job(spec: JobSpec, cache: PipelineCache) -> JobOutcome:
         name=pipeline.name, version=pipeline.version, model_checksum=pipeline.model_checksum
     )
     notes: list[str] = []
-    outputs = tuple(_write_variants(spec, pipeline, sources, findings, algorithm, prior_images, notes))
+    outputs = tuple(
+        _write_variants(spec, pipeline, sources, findings, algorithm, prior_images, notes)
+    )
     notes_out, withdrawn = _rejection_notes(spec, pipeline, sources[0], algorithm)
     outputs += tuple(notes_out)
     t4 = time.perf_counter()
@@ -486,4 +581,6 @@ def execute_job(spec: JobSpec, cache: PipelineCache) -> JobOutcome:
         summary["withdrawn"] = withdrawn  # per destination: what its rejection note lists
     if findings.registrations:
         summary["registrations"] = _registration_summary(findings, spec.prior)
-    return JobOutcome(outputs=outputs, summary=summary, pipeline_version=pipeline.version, timings=timings)
+    return JobOutcome(
+        outputs=outputs, summary=summary, pipeline_version=pipeline.version, timings=timings
+    )

@@ -30,7 +30,14 @@ from pipelines.volume import Volume
 
 logger = logging.getLogger(__name__)
 
-_AXIS_OF = {"R": (0, 1.0), "L": (0, -1.0), "A": (1, 1.0), "P": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0)}
+_AXIS_OF = {
+    "R": (0, 1.0),
+    "L": (0, -1.0),
+    "A": (1, 1.0),
+    "P": (1, -1.0),
+    "S": (2, 1.0),
+    "I": (2, -1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -80,9 +87,10 @@ def orientation_for(volume: Volume, axcodes: str | None) -> Orientation:
     if len(axcodes) != 3 or {_AXIS_OF[c][0] for c in axcodes.upper()} != {0, 1, 2}:
         raise ValueError(f"orientation codes must name three different axes, got {axcodes!r}")
     lps_to_ras = np.array([-1.0, -1.0, 1.0])
-    directions = np.array(
-        [volume.slice_direction, volume.column_direction, volume.row_direction]
-    ) * lps_to_ras  # source axis directions in RAS
+    directions = (
+        np.array([volume.slice_direction, volume.column_direction, volume.row_direction])
+        * lps_to_ras
+    )  # source axis directions in RAS
     permutation: list[int] = []
     flips: list[bool] = []
     for code in axcodes.upper():
@@ -95,7 +103,9 @@ def orientation_for(volume: Volume, axcodes: str | None) -> Orientation:
     return Orientation(tuple(permutation), tuple(flips))
 
 
-def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float] | None) -> tuple[int, ...]:
+def resampled_shape(
+    shape: Sequence[int], spacing: Sequence[float], target: Sequence[float] | None
+) -> tuple[int, ...]:
     """Voxel counts of the network grid for ``target`` spacing (aligned corners)."""
     if target is None:
         return tuple(int(n) for n in shape)
@@ -113,16 +123,16 @@ def resize(tensor: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(tensor, size=tuple(size), mode=mode, align_corners=True)
 
 
-def argmax_on_source(
-    probabilities: torch.Tensor, size: Sequence[int]
-) -> torch.Tensor:
+def argmax_on_source(probabilities: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Argmax over channels after resizing each channel to ``size``.
 
     One channel at a time keeps memory at two source-size arrays, whatever
     the number of labels. ``probabilities`` is ``[1, C, *network_spatial]``.
     """
     best = torch.full(tuple(size), -1.0, dtype=torch.float32)
-    index = torch.zeros(tuple(size), dtype=torch.uint8 if probabilities.shape[1] < 256 else torch.int16)
+    index = torch.zeros(
+        tuple(size), dtype=torch.uint8 if probabilities.shape[1] < 256 else torch.int16
+    )
     for channel in range(probabilities.shape[1]):
         values = resize(probabilities[:, channel : channel + 1].float(), size)[0, 0].cpu()
         better = values > best
@@ -172,7 +182,9 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
     except (AttributeError, RuntimeError):
         return False
 

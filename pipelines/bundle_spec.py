@@ -168,7 +168,9 @@ def read_bundle_spec(
         len(shape) if shape else 3
     )
     if spatial_dims not in (2, 3):
-        raise PipelineError(f"bundle {bundle.name}: spatial_dims must be 2 or 3, got {spatial_dims}")
+        raise PipelineError(
+            f"bundle {bundle.name}: spatial_dims must be 2 or 3, got {spatial_dims}"
+        )
     return BundleSpec(
         name=str(metadata.get("name") or bundle.name),
         version=str(metadata.get("version") or "0"),
@@ -298,7 +300,9 @@ def _read_label_map(path: Path) -> Mapping[str, Any]:
 
 def _label_codes(entry: object, label: str, bundle: Path) -> LabelCodes:
     if not isinstance(entry, dict) or "category" not in entry or "type" not in entry:
-        raise PipelineError(f"bundle {bundle.name}: codes of label {label!r} need category and type")
+        raise PipelineError(
+            f"bundle {bundle.name}: codes of label {label!r} need category and type"
+        )
     region = entry.get("region")
     return LabelCodes(
         category=_code(entry["category"], label, bundle),

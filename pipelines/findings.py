@@ -268,7 +268,9 @@ class Findings:
                 )
         for m in (*self.measurements, *self.classifications):
             if m.segment_number is not None and m.segment_number not in numbers:
-                raise FindingsError(f"{type(m).__name__} refers to unknown segment {m.segment_number}")
+                raise FindingsError(
+                    f"{type(m).__name__} refers to unknown segment {m.segment_number}"
+                )
         if any(not 0 <= k < n_frames for k in self.key_frames):
             raise FindingsError(f"key frames {self.key_frames} outside 0..{n_frames - 1}")
         if self.source_frame_numbers is not None and len(self.source_frame_numbers) != n_frames:

@@ -23,7 +23,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.valuerep import DSdecimal, DSfloat, IS
+from pydicom.valuerep import IS, DSdecimal, DSfloat
 
 #: Attributes copied from the first image of the series.
 HEADER_KEYWORDS = (

@@ -55,9 +55,7 @@ import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -86,11 +84,34 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = Path("models") / "model.pt"
 PRECISIONS = ("auto", "bf16", "fp32")
-_PALETTE = ((221, 130, 101), (144, 238, 144), (111, 184, 210), (216, 101, 79), (183, 156, 220),
-            (241, 214, 145), (250, 250, 210), (128, 174, 128), (188, 65, 28), (145, 60, 66))
-_HANDLED = {"LoadImage", "EnsureChannelFirst", "EnsureType", "CastToType", "ToTensor",
-            "AddChannel", "EnsureChannelFirstd", "Orientation", "Spacing", "ScaleIntensityRange",
-            "ScaleIntensity", "NormalizeIntensity", "Resize", "Compose"}
+_PALETTE = (
+    (221, 130, 101),
+    (144, 238, 144),
+    (111, 184, 210),
+    (216, 101, 79),
+    (183, 156, 220),
+    (241, 214, 145),
+    (250, 250, 210),
+    (128, 174, 128),
+    (188, 65, 28),
+    (145, 60, 66),
+)
+_HANDLED = {
+    "LoadImage",
+    "EnsureChannelFirst",
+    "EnsureType",
+    "CastToType",
+    "ToTensor",
+    "AddChannel",
+    "EnsureChannelFirstd",
+    "Orientation",
+    "Spacing",
+    "ScaleIntensityRange",
+    "ScaleIntensity",
+    "NormalizeIntensity",
+    "Resize",
+    "Compose",
+}
 
 
 def sha256_of(path: Path) -> str:
@@ -138,7 +159,9 @@ class _Preprocessing:
             elif base == "NormalizeIntensity":
                 self.normalize_nonzero = bool(parser.get(key, {}).get("nonzero", False))
             elif base == "Resize":
-                self.resize = tuple(int(v) for v in parser.get_parsed_content(f"{key}#spatial_size"))
+                self.resize = tuple(
+                    int(v) for v in parser.get_parsed_content(f"{key}#spatial_size")
+                )
             elif base not in _HANDLED:
                 logger.warning("bundle transform %s is not applied by ainode", target)
         inferer = parser.get("inferer")
@@ -159,7 +182,10 @@ class _Preprocessing:
             values = values.max() + values.min() - values
         if self.window is not None:
             a_min, a_max = float(self.window["a_min"]), float(self.window["a_max"])
-            b_min, b_max = float(self.window.get("b_min", 0.0)), float(self.window.get("b_max", 1.0))
+            b_min, b_max = (
+                float(self.window.get("b_min", 0.0)),
+                float(self.window.get("b_max", 1.0)),
+            )
             values = (values - a_min) * ((b_max - b_min) / (a_max - a_min)) + b_min
             if self.window.get("clip", False):
                 values = np.clip(values, min(b_min, b_max), max(b_min, b_max))
@@ -305,7 +331,10 @@ class MonaiBundlePipeline(Pipeline):
         self.precision, self.agreement = self._choose_precision()
         logger.info(
             "bundle %s on %s, precision %s (agreement %s)",
-            self.name, self.device, self.precision, self.agreement,
+            self.name,
+            self.device,
+            self.precision,
+            self.agreement,
         )
 
     def finalize(self) -> None:
@@ -340,13 +369,17 @@ class MonaiBundlePipeline(Pipeline):
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as exc:
-            raise PipelineError(f"bundle {self.name}: weights cannot be loaded safely: {exc}") from exc
+            raise PipelineError(
+                f"bundle {self.name}: weights cannot be loaded safely: {exc}"
+            ) from exc
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]
         try:
             network.load_state_dict(state, strict=True)
         except (RuntimeError, TypeError) as exc:
-            raise PipelineError(f"bundle {self.name}: weights do not fit network_def: {exc}") from exc
+            raise PipelineError(
+                f"bundle {self.name}: weights do not fit network_def: {exc}"
+            ) from exc
         network = network.to(self.device).eval()
         return network.to(memory_format=grid.memory_format(self._spec.spatial_dims))
 
@@ -390,7 +423,9 @@ class MonaiBundlePipeline(Pipeline):
             return "fp32", None
         if not grid.bf16_supported(self.device):
             if policy == "bf16":
-                raise PipelineError(f"bundle {self.name}: bf16 forced but not supported on {self.device}")
+                raise PipelineError(
+                    f"bundle {self.name}: bf16 forced but not supported on {self.device}"
+                )
             return "fp32", None
         if policy == "bf16":
             return "bf16", None
@@ -409,9 +444,15 @@ class MonaiBundlePipeline(Pipeline):
             shape = (1, spec.in_channels, *self._roi_size())
         reference = grid.reference_input(shape).to(self.device)
         with torch.inference_mode(), grid.autocast(self.device, precision):
-            output = self.network(reference.contiguous(memory_format=grid.memory_format(spec.spatial_dims)))
+            output = self.network(
+                reference.contiguous(memory_format=grid.memory_format(spec.spatial_dims))
+            )
         if spec.task is Task.DETECTION:
-            maps = output[self.detector.cls_key] if isinstance(output, dict) else output[: len(output) // 2]
+            maps = (
+                output[self.detector.cls_key]
+                if isinstance(output, dict)
+                else output[: len(output) // 2]
+            )
             return torch.cat([m.float().reshape(-1) for m in maps]).reshape(-1, 1)
         return output.float()
 
@@ -441,7 +482,9 @@ class MonaiBundlePipeline(Pipeline):
             orientation = grid.orientation_for(volume, self.preprocessing.axcodes)
         return orientation, orientation.to_network(volume.voxels)
 
-    def _network_input(self, volume: Volume) -> tuple[grid.Orientation, tuple[int, ...], torch.Tensor]:
+    def _network_input(
+        self, volume: Volume
+    ) -> tuple[grid.Orientation, tuple[int, ...], torch.Tensor]:
         """Reoriented, intensity-scaled, resampled ``[1, C, *spatial]`` tensor on the device."""
         import torch
 
@@ -452,7 +495,8 @@ class MonaiBundlePipeline(Pipeline):
         array = self.preprocessing.intensity(array, invert)
         tensor = torch.from_numpy(array)[None, None].to(self.device)
         spacing = (
-            tuple(volume.spacing[p] for p in (2, 1)) if self._spec.spatial_dims == 2
+            tuple(volume.spacing[p] for p in (2, 1))
+            if self._spec.spatial_dims == 2
             else orientation.spacing(volume.spacing)
         )
         size = grid.resampled_shape(array.shape, spacing, self.preprocessing.pixdim)
@@ -481,11 +525,17 @@ class MonaiBundlePipeline(Pipeline):
         orientation, oriented_shape, tensor = self._network_input(volume)
         with torch.inference_mode(), grid.autocast(self.device, self.precision):
             logits = sliding_window_inference(
-                tensor, self._roi_size(), self.preprocessing.sw_batch_size, self._predictor(),
-                overlap=self.preprocessing.overlap, mode=self.preprocessing.mode,
+                tensor,
+                self._roi_size(),
+                self.preprocessing.sw_batch_size,
+                self._predictor(),
+                overlap=self.preprocessing.overlap,
+                mode=self.preprocessing.mode,
             )
             logits = torch.as_tensor(logits).float()
-            probabilities = torch.softmax(logits, dim=1) if logits.shape[1] > 1 else torch.sigmoid(logits)
+            probabilities = (
+                torch.softmax(logits, dim=1) if logits.shape[1] > 1 else torch.sigmoid(logits)
+            )
             if probabilities.shape[1] == 1:
                 probabilities = torch.cat([1 - probabilities, probabilities], dim=1)
             labels = grid.argmax_on_source(probabilities, oriented_shape).numpy()
@@ -509,26 +559,42 @@ class MonaiBundlePipeline(Pipeline):
                 continue
             number = len(segments) + 1
             label_codes = spec.codes[label]
-            segments.append(Segment(SegmentDescription(
-                number=number,
-                label=label[:64],
-                category=label_codes.category,
-                property_type=label_codes.property_type,
-                tracking_id=_slug(label),
-                anatomic_region=label_codes.region,
-                color_rgb=_PALETTE[(channel - 1) % len(_PALETTE)],
-            ), mask))
-            measurements.append(Measurement(
-                codes.VOLUME, count * volume.voxel_volume_ml, codes.MILLILITER, segment_number=number
-            ))
+            segments.append(
+                Segment(
+                    SegmentDescription(
+                        number=number,
+                        label=label[:64],
+                        category=label_codes.category,
+                        property_type=label_codes.property_type,
+                        tracking_id=_slug(label),
+                        anatomic_region=label_codes.region,
+                        color_rgb=_PALETTE[(channel - 1) % len(_PALETTE)],
+                    ),
+                    mask,
+                )
+            )
+            measurements.append(
+                Measurement(
+                    codes.VOLUME,
+                    count * volume.voxel_volume_ml,
+                    codes.MILLILITER,
+                    segment_number=number,
+                )
+            )
             if volume.modality == "CT":
                 mean = float(np.mean(volume.voxels[mask], dtype=np.float64))
-                measurements.append(Measurement(
-                    codes.ATTENUATION_COEFFICIENT, mean, codes.HOUNSFIELD_UNIT,
-                    segment_number=number, derivation=codes.MEAN,
-                ))
-        return self._findings(volume, segments=tuple(segments), measurements=tuple(measurements),
-                              notes=tuple(notes))
+                measurements.append(
+                    Measurement(
+                        codes.ATTENUATION_COEFFICIENT,
+                        mean,
+                        codes.HOUNSFIELD_UNIT,
+                        segment_number=number,
+                        derivation=codes.MEAN,
+                    )
+                )
+        return self._findings(
+            volume, segments=tuple(segments), measurements=tuple(measurements), notes=tuple(notes)
+        )
 
     def _classification_size(self, oriented_shape: tuple[int, ...] | None) -> tuple[int, ...]:
         size = self.preprocessing.resize or self._spec.spatial_shape
@@ -567,9 +633,12 @@ class MonaiBundlePipeline(Pipeline):
             value=label_codes.property_type,
             probability=min(1.0, max(0.0, float(probabilities[best]))),
         )
-        notes = tuple(f"{label}: p={p:.4f}" for label, p in zip(spec.labels, probabilities, strict=True))
-        return self._findings(volume, classifications=(classification,),
-                              notes=(f"precision {self.precision}", *notes))
+        notes = tuple(
+            f"{label}: p={p:.4f}" for label, p in zip(spec.labels, probabilities, strict=True)
+        )
+        return self._findings(
+            volume, classifications=(classification,), notes=(f"precision {self.precision}", *notes)
+        )
 
     def _detect(self, volume: Volume) -> Findings:
         import torch
@@ -588,8 +657,14 @@ class MonaiBundlePipeline(Pipeline):
         classes = result[self.detector.target_label_key].cpu().numpy()
         source_boxes = grid.boxes_to_source(boxes, network_shape, oriented_shape, orientation)
         if spec.spatial_dims == 2:  # (row, column) -> (frame, row, column)
-            source_boxes = np.column_stack([np.zeros(len(boxes)), source_boxes[:, :2],
-                                            np.ones(len(boxes)), source_boxes[:, 2:]])
+            source_boxes = np.column_stack(
+                [
+                    np.zeros(len(boxes)),
+                    source_boxes[:, :2],
+                    np.ones(len(boxes)),
+                    source_boxes[:, 2:],
+                ]
+            )
         upper = np.array(volume.shape * 2, dtype=float)
         source_boxes = np.clip(source_boxes, 0.0, upper)
         detections = []
@@ -598,16 +673,19 @@ class MonaiBundlePipeline(Pipeline):
             if scores[k] < self.detection_score_threshold or np.any(high <= low):
                 continue
             label = spec.labels[int(classes[k])]
-            detections.append(Detection(
-                finding=spec.codes[label].property_type,
-                score=float(min(1.0, max(0.0, scores[k]))),
-                box_min=(float(low[0]), float(low[1]), float(low[2])),
-                box_max=(float(high[0]), float(high[1]), float(high[2])),
-                tracking_id=f"{_slug(label)}-{len(detections) + 1}",
-                label=label[:64],
-            ))
-        return self._findings(volume, detections=tuple(detections),
-                              notes=(f"precision {self.precision}",))
+            detections.append(
+                Detection(
+                    finding=spec.codes[label].property_type,
+                    score=float(min(1.0, max(0.0, scores[k]))),
+                    box_min=(float(low[0]), float(low[1]), float(low[2])),
+                    box_max=(float(high[0]), float(high[1]), float(high[2])),
+                    tracking_id=f"{_slug(label)}-{len(detections) + 1}",
+                    label=label[:64],
+                )
+            )
+        return self._findings(
+            volume, detections=tuple(detections), notes=(f"precision {self.precision}",)
+        )
 
     def _findings(self, volume: Volume, **content: Any) -> Findings:
         return Findings(
@@ -641,5 +719,3 @@ def _parser(bundle: Path) -> ConfigParser:
 
 def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "label"
-
-

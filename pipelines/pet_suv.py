@@ -105,7 +105,9 @@ def suv_factor(header: Mapping[str, Any]) -> float:
     corrected = {str(v).upper() for v in _values(header.get("CorrectedImage"))}
     missing = {"ATTN", "DECY"} - corrected
     if missing:
-        raise InputError(f"PET image is not corrected for {', '.join(sorted(missing))} (Corrected Image)")
+        raise InputError(
+            f"PET image is not corrected for {', '.join(sorted(missing))} (Corrected Image)"
+        )
     weight_kg = _positive(header.get("PatientWeight"), "Patient's Weight")
     info = header.get("RadiopharmaceuticalInformationSequence") or ()
     if not info:
@@ -177,8 +179,9 @@ def _scan_start(header: Mapping[str, Any]) -> datetime:
 
 def _injection(header: Mapping[str, Any], item: Mapping[str, Any]) -> datetime:
     if item.get("RadiopharmaceuticalStartDateTime"):
-        return _parse_datetime(str(item["RadiopharmaceuticalStartDateTime"]),
-                               "Radiopharmaceutical Start DateTime")
+        return _parse_datetime(
+            str(item["RadiopharmaceuticalStartDateTime"]), "Radiopharmaceutical Start DateTime"
+        )
     start, date = item.get("RadiopharmaceuticalStartTime"), header.get("SeriesDate")
     if not start or not date:
         raise InputError("radiopharmaceutical start time is missing")
@@ -274,22 +277,25 @@ def _lesions(suv: np.ndarray, volume: Volume, p: PetSuvParameters) -> list[_Lesi
     for k in keep[: p.max_lesions]:
         mask = labels == k + 1
         values = suv[mask]
-        lesions.append(_Lesion(
-            mask=mask,
-            suv_max=float(values.max()),
-            suv_mean=float(values.mean()),
-            suv_peak=_peak(suv, mask, slices[k], kernel),
-            mtv_ml=float(mask.sum()) * voxel_ml,
-            mtv41_ml=_relative_volume(suv, mask, p.relative_threshold) * voxel_ml,
-        ))
+        lesions.append(
+            _Lesion(
+                mask=mask,
+                suv_max=float(values.max()),
+                suv_mean=float(values.mean()),
+                suv_peak=_peak(suv, mask, slices[k], kernel),
+                mtv_ml=float(mask.sum()) * voxel_ml,
+                mtv41_ml=_relative_volume(suv, mask, p.relative_threshold) * voxel_ml,
+            )
+        )
     return lesions
 
 
 def _sphere_kernel(spacing: tuple[float, float, float]) -> np.ndarray:
     """Voxels whose centres lie within the 1 mL sphere's radius of the centre voxel."""
     reach = [int(_PEAK_RADIUS_MM // s) for s in spacing]
-    grids = np.meshgrid(*[np.arange(-r, r + 1) * s for r, s in zip(reach, spacing, strict=True)],
-                        indexing="ij")
+    grids = np.meshgrid(
+        *[np.arange(-r, r + 1) * s for r, s in zip(reach, spacing, strict=True)], indexing="ij"
+    )
     kernel: np.ndarray = sum(g**2 for g in grids) <= _PEAK_RADIUS_MM**2
     return kernel
 

@@ -86,8 +86,12 @@ class PriorComparePipeline(Pipeline):
     accepts = InputSpec(modalities=frozenset({"CT", "MR"}), min_frames=8, dimensions=3)
     model_checksum = None
 
-    def __init__(self, deformable: bool = True, parameters: RegistrationParameters | None = None,
-                 compare_volumes: bool = True) -> None:
+    def __init__(
+        self,
+        deformable: bool = True,
+        parameters: RegistrationParameters | None = None,
+        compare_volumes: bool = True,
+    ) -> None:
         self.deformable = deformable
         self.parameters = parameters
         self.compare_volumes = compare_volumes
@@ -120,7 +124,10 @@ class PriorComparePipeline(Pipeline):
         if not self.compare_volumes:
             return findings
         if volume.modality != "CT":
-            return replace(findings, notes=(*findings.notes, "Volumes now vs prior: CT only; MR is registered only."))
+            return replace(
+                findings,
+                notes=(*findings.notes, "Volumes now vs prior: CT only; MR is registered only."),
+            )
         return _with_volume_comparison(findings, volume, prior.volume)
 
     def _register(self, volume: Volume, prior: PriorSeries) -> tuple[Registration, str]:
@@ -134,7 +141,10 @@ class PriorComparePipeline(Pipeline):
             matrix=tuple(tuple(float(v) for v in row) for row in result.matrix),
             deformation=result.displacement,
         )
-        return registration, f"NCC {result.ncc_before:.4f} before, {result.ncc_after:.4f} after registration"
+        return (
+            registration,
+            f"NCC {result.ncc_before:.4f} before, {result.ncc_after:.4f} after registration",
+        )
 
 
 def _with_volume_comparison(findings: Findings, volume: Volume, prior: Volume) -> Findings:
@@ -145,14 +155,22 @@ def _with_volume_comparison(findings: Findings, volume: Volume, prior: Volume) -
     try:
         now = anatomy.run(volume)
     except InputError as exc:
-        return replace(findings, notes=(*findings.notes, f"Volumes now vs prior: not measured ({exc})."))
+        return replace(
+            findings, notes=(*findings.notes, f"Volumes now vs prior: not measured ({exc}).")
+        )
     try:
         before = anatomy.run(prior)
     except InputError as exc:
         note = f"Volumes now vs prior: the prior could not be segmented ({exc})."
-        return replace(findings, segments=now.segments, measurements=now.measurements,
-                       notes=(*findings.notes, *now.notes, note))
-    prior_ml = {s.description.tracking_id: _volume_ml(before, s.description.number) for s in before.segments}
+        return replace(
+            findings,
+            segments=now.segments,
+            measurements=now.measurements,
+            notes=(*findings.notes, *now.notes, note),
+        )
+    prior_ml = {
+        s.description.tracking_id: _volume_ml(before, s.description.number) for s in before.segments
+    }
     rows: list[Measurement] = []
     notes: list[str] = []
     for segment in now.segments:
@@ -160,27 +178,56 @@ def _with_volume_comparison(findings: Findings, volume: Volume, prior: Volume) -
         if key not in prior_ml:
             notes.append(f"{label}: not found in the prior; no comparison.")
             continue
-        rows.extend(volume_change(_volume_ml(now, segment.description.number), prior_ml[key],
-                                  segment.description.number))
+        rows.extend(
+            volume_change(
+                _volume_ml(now, segment.description.number),
+                prior_ml[key],
+                segment.description.number,
+            )
+        )
     missing = sorted(set(prior_ml) - {s.description.tracking_id for s in now.segments})
-    notes.extend(f"{key}: found in the prior ({prior_ml[key]:.1f} mL) but not now." for key in missing)
-    return replace(findings, segments=now.segments, measurements=(*now.measurements, *rows),
-                   notes=(*findings.notes, *now.notes, *notes))
+    notes.extend(
+        f"{key}: found in the prior ({prior_ml[key]:.1f} mL) but not now." for key in missing
+    )
+    return replace(
+        findings,
+        segments=now.segments,
+        measurements=(*now.measurements, *rows),
+        notes=(*findings.notes, *now.notes, *notes),
+    )
 
 
 def _volume_ml(findings: Findings, number: int) -> float:
-    return next(m.value for m in findings.measurements
-                if m.segment_number == number and m.concept == codes.VOLUME)
+    return next(
+        m.value
+        for m in findings.measurements
+        if m.segment_number == number and m.concept == codes.VOLUME
+    )
 
 
 def volume_change(now_ml: float, prior_ml: float, segment_number: int) -> tuple[Measurement, ...]:
     """Prior volume, change (mL) and change (%) of one segment (module docstring codes)."""
     rows = [
-        Measurement(concept=PRIOR_VOLUME, value=prior_ml, unit=codes.MILLILITER, segment_number=segment_number),
-        Measurement(concept=VOLUME_CHANGE, value=now_ml - prior_ml, unit=codes.MILLILITER,
-                    segment_number=segment_number),
+        Measurement(
+            concept=PRIOR_VOLUME,
+            value=prior_ml,
+            unit=codes.MILLILITER,
+            segment_number=segment_number,
+        ),
+        Measurement(
+            concept=VOLUME_CHANGE,
+            value=now_ml - prior_ml,
+            unit=codes.MILLILITER,
+            segment_number=segment_number,
+        ),
     ]
     if prior_ml > 0:
-        rows.append(Measurement(concept=VOLUME_CHANGE_PERCENT, value=100.0 * (now_ml - prior_ml) / prior_ml,
-                                unit=codes.PERCENT, segment_number=segment_number))
+        rows.append(
+            Measurement(
+                concept=VOLUME_CHANGE_PERCENT,
+                value=100.0 * (now_ml - prior_ml) / prior_ml,
+                unit=codes.PERCENT,
+                segment_number=segment_number,
+            )
+        )
     return tuple(rows)

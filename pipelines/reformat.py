@@ -105,7 +105,9 @@ class ReformatPipeline(Pipeline):
         for plane in dict.fromkeys((*p.planes, *p.mip_planes)):
             cache[plane] = reformat(volume, plane)
         series.extend(cache[plane] for plane in p.planes)
-        series.extend(thick_slab_mip(cache[plane], p.slab_mm, p.slab_step_mm) for plane in p.mip_planes)
+        series.extend(
+            thick_slab_mip(cache[plane], p.slab_mm, p.slab_step_mm) for plane in p.mip_planes
+        )
         return Findings(
             pipeline_name=self.name,
             pipeline_version=self.version,
@@ -124,7 +126,9 @@ def reformat(volume: Volume, plane: str) -> DerivedSeries:
     corners = _corner_positions(source, volume.shape)
     projections = corners @ axes.T  # [8, 3]
     low, high = projections.min(axis=0), projections.max(axis=0)
-    shape = tuple(int(np.floor((h - lo) / s + 1e-6)) + 1 for lo, h, s in zip(low, high, spacing, strict=True))
+    shape = tuple(
+        int(np.floor((h - lo) / s + 1e-6)) + 1 for lo, h, s in zip(low, high, spacing, strict=True)
+    )
     origin = low @ axes
     target = np.eye(4)
     target[:3, :3] = (axes * np.asarray(spacing)[:, None]).T
@@ -144,7 +148,9 @@ def reformat(volume: Volume, plane: str) -> DerivedSeries:
     )
 
 
-def thick_slab_mip(series: DerivedSeries, slab_mm: float, step_mm: float | None = None) -> DerivedSeries:
+def thick_slab_mip(
+    series: DerivedSeries, slab_mm: float, step_mm: float | None = None
+) -> DerivedSeries:
     """Maximum over slabs of ``slab_mm`` along the frames of ``series``."""
     spacing = series.spacing[0]
     n_frames = series.voxels.shape[0]
@@ -178,8 +184,14 @@ def _output_spacing(source: np.ndarray, axes: np.ndarray) -> tuple[float, float,
 
 
 def _corner_positions(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    corners = np.array([[f, r, c, 1.0] for f in (0, shape[0] - 1) for r in (0, shape[1] - 1)
-                        for c in (0, shape[2] - 1)])
+    corners = np.array(
+        [
+            [f, r, c, 1.0]
+            for f in (0, shape[0] - 1)
+            for r in (0, shape[1] - 1)
+            for c in (0, shape[2] - 1)
+        ]
+    )
     result: np.ndarray = (corners @ affine.T)[:, :3]
     return result
 
@@ -188,8 +200,11 @@ def _resample(voxels: np.ndarray, index_map: np.ndarray, shape: tuple[int, ...])
     """Values at output indices; exact re-indexing when the map is a signed permutation."""
     linear, offset = index_map[:3, :3], index_map[:3, 3]
     rounded = np.round(linear)
-    if (np.allclose(linear, rounded, atol=_ALIGNED_ATOL) and np.allclose(offset, np.round(offset), atol=1e-4)
-            and np.all(np.abs(rounded).sum(axis=0) == 1)):
+    if (
+        np.allclose(linear, rounded, atol=_ALIGNED_ATOL)
+        and np.allclose(offset, np.round(offset), atol=1e-4)
+        and np.all(np.abs(rounded).sum(axis=0) == 1)
+    ):
         return _reindex(voxels, rounded.astype(int), np.round(offset).astype(int), shape)
     logger.info("oblique reformat: trilinear interpolation")
     out = np.empty(shape, dtype=np.float32)
@@ -198,10 +213,12 @@ def _resample(voxels: np.ndarray, index_map: np.ndarray, shape: tuple[int, ...])
     grid_rc = np.indices(shape[1:], dtype=np.float64).reshape(2, -1)
     for start in range(0, shape[0], frames_per_chunk):
         frames = np.arange(start, min(shape[0], start + frames_per_chunk), dtype=np.float64)
-        index = np.concatenate([
-            np.repeat(frames, grid_rc.shape[1])[None],
-            np.tile(grid_rc, len(frames)),
-        ])
+        index = np.concatenate(
+            [
+                np.repeat(frames, grid_rc.shape[1])[None],
+                np.tile(grid_rc, len(frames)),
+            ]
+        )
         coordinates = linear @ index + offset[:, None]
         out[start : start + len(frames)] = ndimage.map_coordinates(
             voxels, coordinates, order=1, mode="constant", cval=fill
@@ -209,8 +226,9 @@ def _resample(voxels: np.ndarray, index_map: np.ndarray, shape: tuple[int, ...])
     return out
 
 
-def _reindex(voxels: np.ndarray, permutation: np.ndarray, offset: np.ndarray,
-             shape: tuple[int, ...]) -> np.ndarray:
+def _reindex(
+    voxels: np.ndarray, permutation: np.ndarray, offset: np.ndarray, shape: tuple[int, ...]
+) -> np.ndarray:
     """``out[o] = voxels[P @ o + t]`` for a signed permutation ``P`` (a transposed view, copied)."""
     source_axes = [int(np.flatnonzero(permutation[:, k])[0]) for k in range(3)]
     signs = [int(permutation[source_axes[k], k]) for k in range(3)]

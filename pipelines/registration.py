@@ -86,7 +86,9 @@ def register(
     p = parameters or RegistrationParameters()
     levels = [_level(fixed, moving, mm) for mm in p.levels_mm]
     centre = torch.as_tensor(_centre(fixed), dtype=torch.float64)
-    translation = torch.as_tensor(_centre_of_mass(moving) - _centre_of_mass(fixed), dtype=torch.float64)
+    translation = torch.as_tensor(
+        _centre_of_mass(moving) - _centre_of_mass(fixed), dtype=torch.float64
+    )
     rotation = torch.zeros(3, dtype=torch.float64)
     linear = torch.eye(3, dtype=torch.float64)
     finest = levels[-1]
@@ -113,8 +115,10 @@ def _level(fixed: Volume, moving: Volume, mm: float) -> _Level:
     f_tensor, f_affine = _downsample(fixed, mm)
     m_tensor, m_affine = _downsample(moving, mm)
     shape = f_tensor.shape[2:]
-    index = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in shape],
-                                       indexing="ij"), dim=-1)
+    index = torch.stack(
+        torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in shape], indexing="ij"),
+        dim=-1,
+    )
     ones = torch.ones((*shape, 1), dtype=torch.float64)
     return _Level(
         fixed=f_tensor,
@@ -174,7 +178,9 @@ def _rotation_matrix(vector: torch.Tensor) -> torch.Tensor:
     return eye + torch.sin(angle) * k + (1 - torch.cos(angle)) * (k @ k)
 
 
-def _sampling_matrix(linear: torch.Tensor, translation: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+def _sampling_matrix(
+    linear: torch.Tensor, translation: torch.Tensor, centre: torch.Tensor
+) -> torch.Tensor:
     """4x4 fixed mm -> moving mm: ``L (p - c) + c + t``."""
     top = torch.cat([linear, (centre - linear @ centre + translation)[:, None]], dim=1)
     bottom = torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=linear.dtype)
@@ -186,11 +192,15 @@ def _warp(level: _Level, sampling: torch.Tensor, field: torch.Tensor | None = No
     to_index = level.moving_inverse @ sampling  # fixed mm -> moving working index
     moving_index = level.fixed_points @ to_index[:3].T
     if field is not None:
-        moving_index = moving_index + field.permute(1, 2, 3, 0).double() @ level.moving_inverse[:3, :3].T
+        moving_index = (
+            moving_index + field.permute(1, 2, 3, 0).double() @ level.moving_inverse[:3, :3].T
+        )
     size = torch.tensor(level.moving_shape, dtype=torch.float64)
     normalised = 2.0 * moving_index / (size - 1).clamp(min=1) - 1.0
     grid = normalised.flip(-1)[None].float()  # grid_sample wants (x=column, y=row, z=frame)
-    return F.grid_sample(level.moving, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return F.grid_sample(
+        level.moving, grid, mode="bilinear", padding_mode="border", align_corners=True
+    )
 
 
 def _ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -199,8 +209,13 @@ def _ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum() / torch.sqrt((a * a).sum() * (b * b).sum() + 1e-12)
 
 
-def _optimise_rigid(level: _Level, centre: torch.Tensor, rotation: torch.Tensor,
-                    translation: torch.Tensor, p: RegistrationParameters) -> tuple[torch.Tensor, torch.Tensor]:
+def _optimise_rigid(
+    level: _Level,
+    centre: torch.Tensor,
+    rotation: torch.Tensor,
+    translation: torch.Tensor,
+    p: RegistrationParameters,
+) -> tuple[torch.Tensor, torch.Tensor]:
     rot = rotation.clone().requires_grad_(True)
     trans_scaled = (translation / 10.0).clone().requires_grad_(True)  # cm: comparable step sizes
     optimiser = torch.optim.Adam([rot, trans_scaled], lr=p.learning_rate)
@@ -213,8 +228,13 @@ def _optimise_rigid(level: _Level, centre: torch.Tensor, rotation: torch.Tensor,
     return rot.detach(), (trans_scaled * 10.0).detach()
 
 
-def _optimise_affine(level: _Level, centre: torch.Tensor, linear: torch.Tensor,
-                     translation: torch.Tensor, p: RegistrationParameters) -> tuple[torch.Tensor, torch.Tensor]:
+def _optimise_affine(
+    level: _Level,
+    centre: torch.Tensor,
+    linear: torch.Tensor,
+    translation: torch.Tensor,
+    p: RegistrationParameters,
+) -> tuple[torch.Tensor, torch.Tensor]:
     lin = linear.clone().requires_grad_(True)
     trans_scaled = (translation / 10.0).clone().requires_grad_(True)
     optimiser = torch.optim.Adam([lin, trans_scaled], lr=p.learning_rate / 10.0)
@@ -226,7 +246,9 @@ def _optimise_affine(level: _Level, centre: torch.Tensor, linear: torch.Tensor,
     return lin.detach(), (trans_scaled * 10.0).detach()
 
 
-def _optimise_field(level: _Level, sampling: torch.Tensor, p: RegistrationParameters) -> torch.Tensor:
+def _optimise_field(
+    level: _Level, sampling: torch.Tensor, p: RegistrationParameters
+) -> torch.Tensor:
     """Displacement (mm) on the working grid, regularised by its squared gradient."""
     shape = level.fixed.shape[2:]
     field = torch.zeros((3, *shape), dtype=torch.float32, requires_grad=True)

@@ -20,7 +20,9 @@ POSTGRES_ADMIN_URL = os.environ.get(
 
 
 def _postgres_database() -> Iterator[str]:
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    admin = create_engine(
+        POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
     name = f"ainode_test_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as conn:

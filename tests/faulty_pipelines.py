@@ -86,8 +86,13 @@ class Slow(Pipeline):
 
         time.sleep(float(os.environ.get("AINODE_TEST_SLOW_SECONDS", "4")))
         found = CtAnatomyPipeline().run(volume)
-        return Findings(self.name, self.version, found.source_sop_instance_uids,
-                        segments=found.segments, measurements=found.measurements)
+        return Findings(
+            self.name,
+            self.version,
+            found.source_sop_instance_uids,
+            segments=found.segments,
+            measurements=found.measurements,
+        )
 
 
 class Hog(Pipeline):
@@ -117,14 +122,26 @@ class LungsAndBone(Pipeline):
         from pipelines.ct_anatomy import CtAnatomyPipeline
 
         found = CtAnatomyPipeline().run(volume)
-        lungs, bone = (next(s for s in found.segments if s.description.label.lower().startswith(name))
-                       for name in ("lung", "bone"))
+        lungs, bone = (
+            next(s for s in found.segments if s.description.label.lower().startswith(name))
+            for name in ("lung", "bone")
+        )
         renumber = {lungs.description.number: 1, bone.description.number: 2}
-        lungs = dataclasses.replace(lungs, description=dataclasses.replace(lungs.description, number=1))
-        bone = dataclasses.replace(bone, mask=bone.mask & ~lungs.mask,
-                                   description=dataclasses.replace(bone.description, number=2))
+        lungs = dataclasses.replace(
+            lungs, description=dataclasses.replace(lungs.description, number=1)
+        )
+        bone = dataclasses.replace(
+            bone,
+            mask=bone.mask & ~lungs.mask,
+            description=dataclasses.replace(bone.description, number=2),
+        )
         return dataclasses.replace(
-            found, pipeline_name=self.name, segments=(lungs, bone),
-            measurements=tuple(dataclasses.replace(m, segment_number=renumber[m.segment_number])
-                               for m in found.measurements if m.segment_number in renumber),
+            found,
+            pipeline_name=self.name,
+            segments=(lungs, bone),
+            measurements=tuple(
+                dataclasses.replace(m, segment_number=renumber[m.segment_number])
+                for m in found.measurements
+                if m.segment_number in renumber
+            ),
         )

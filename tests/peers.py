@@ -759,7 +759,9 @@ class Orthanc:
             Orthanc's answer.
         """
         body = {"Resources": list(resources), "Synchronous": True}
-        result: dict[str, Any] = self.post_json(f"/dicom-web/servers/{name}/stow", body, timeout=timeout)
+        result: dict[str, Any] = self.post_json(
+            f"/dicom-web/servers/{name}/stow", body, timeout=timeout
+        )
         return result
 
 
@@ -778,9 +780,7 @@ def _seconds(timeout: float) -> str:
     return str(max(1, math.ceil(timeout)))
 
 
-def _run_dcmtk(
-    command: list[str], timeout: float, check: bool
-) -> subprocess.CompletedProcess[str]:
+def _run_dcmtk(command: list[str], timeout: float, check: bool) -> subprocess.CompletedProcess[str]:
     """Run a dcmtk tool, bounded by a process timeout a little over `timeout`."""
     require_program(command[0])
     completed = subprocess.run(
@@ -1016,8 +1016,7 @@ class StoreSCP:
     def _answers_echo(self) -> bool:
         if self._process is None or self._process.poll() is not None:
             raise PeerError(
-                f"storescp exited during start-up\n--- storescp log ---\n"
-                f"{_log_tail(self.log_path)}"
+                f"storescp exited during start-up\n--- storescp log ---\n{_log_tail(self.log_path)}"
             )
         return echoscu(LOOPBACK, self.port, self.aet, timeout=1.0).returncode == 0
 
@@ -1107,9 +1106,7 @@ def dciodvfy(source: Path | str | Dataset, *, timeout: float = 60.0) -> list[str
     return [line.strip() for line in output.splitlines() if line.lstrip().startswith("Error")]
 
 
-def assert_dciodvfy_clean(
-    source: Path | str | Dataset, *, ignore: Iterable[str] = ()
-) -> None:
+def assert_dciodvfy_clean(source: Path | str | Dataset, *, ignore: Iterable[str] = ()) -> None:
     """Fail unless ``dciodvfy`` reports no errors for `source`.
 
     Parameters

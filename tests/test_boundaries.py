@@ -11,9 +11,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 FORBIDDEN = {
     # pipelines return plain findings: no DICOM writers, no networking, no SQL, no other package
-    "pipelines": {"highdicom", "pynetdicom", "sqlalchemy", "fastapi", "node", "dicom_sr", "alembic"},
+    "pipelines": {
+        "highdicom",
+        "pynetdicom",
+        "sqlalchemy",
+        "fastapi",
+        "node",
+        "dicom_sr",
+        "alembic",
+    },
     # writers never need torch or a network
-    "dicom_sr": {"torch", "monai", "pynetdicom", "sqlalchemy", "fastapi", "node", "alembic", "httpx"},
+    "dicom_sr": {
+        "torch",
+        "monai",
+        "pynetdicom",
+        "sqlalchemy",
+        "fastapi",
+        "node",
+        "alembic",
+        "httpx",
+    },
 }
 
 

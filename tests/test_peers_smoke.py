@@ -6,11 +6,10 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import peers
 import pydicom
 import pydicom.data
 import pytest
-
-import peers
 
 
 def _testdata(name: str) -> Path:
@@ -104,9 +103,7 @@ def test_orthanc_upload_accepts_a_dataset(
     assert orthanc.instance_tags(orthanc_id)["SOPInstanceUID"] == ct_small.SOPInstanceUID
 
 
-def test_orthanc_dicomweb_answers_qido(
-    orthanc: peers.Orthanc, ct_small: pydicom.Dataset
-) -> None:
+def test_orthanc_dicomweb_answers_qido(orthanc: peers.Orthanc, ct_small: pydicom.Dataset) -> None:
     if not peers.DICOMWEB_PLUGIN.exists():
         pytest.skip("Orthanc DICOMweb plugin is not installed")
     assert orthanc.has_dicomweb

@@ -217,7 +217,9 @@ def _image(
     """Every module but geometry, pixels and references."""
     sop_class_uid, result_modality = _storage(modality)
     sop_instance_uid = derived_sop_instance_uid(identity, index)
-    ds = result_skeleton(sop_class_uid, sop_instance_uid, result_modality, source, identity, device, now)
+    ds = result_skeleton(
+        sop_class_uid, sop_instance_uid, result_modality, source, identity, device, now
+    )
     ds.InstanceNumber = identity.instance_number + index
     ds.ImageType = ["DERIVED", "SECONDARY", image_type_value3(derived.derivation)]
     ds.BurnedInAnnotation = "NO"

@@ -151,5 +151,7 @@ def write_rejection_note(
         raise EncodingError(f"cannot encode rejection note: {exc}") from exc
     document.SeriesDescription = identity.series_description
     finish_result(document, source_image)
-    logger.info("wrote rejection note %s: %d objects withdrawn", identity.sop_instance_uid, len(rejected))
+    logger.info(
+        "wrote rejection note %s: %d objects withdrawn", identity.sop_instance_uid, len(rejected)
+    )
     return document

@@ -254,8 +254,9 @@ def _registration_object(
 ) -> Dataset:
     """SOP Common, Patient/Study placeholders, Spatial Registration Series, Frame of
     Reference, General and Enhanced General Equipment, Content Identification."""
-    ds = result_skeleton(sop_class_uid, identity.sop_instance_uid, "REG", source, identity, device,
-                         dt.datetime.now())
+    ds = result_skeleton(
+        sop_class_uid, identity.sop_instance_uid, "REG", source, identity, device, dt.datetime.now()
+    )
     ds.InstanceNumber = identity.instance_number
     ds.ContentDescription = f"Prior study registered by {algorithm.name} {algorithm.version}"[:64]
     ds.ContentCreatorName = ""

@@ -243,10 +243,16 @@ def _segment_groups(
                 tracking_uid,
                 segmentation,
                 str(source_images[0].SeriesInstanceUID),
-                [groups.measurement(m, algorithm) for m in findings.measurements
-                 if m.segment_number == number],
-                [groups.qualitative_evaluation(c) for c in findings.classifications
-                 if c.segment_number == number],
+                [
+                    groups.measurement(m, algorithm)
+                    for m in findings.measurements
+                    if m.segment_number == number
+                ],
+                [
+                    groups.qualitative_evaluation(c)
+                    for c in findings.classifications
+                    if c.segment_number == number
+                ],
             )
         )
         outline = groups.outline_group(description, segment.mask, frames, report_uid)

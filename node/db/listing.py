@@ -82,16 +82,28 @@ class Listings:
         if where.received_before:
             query = query.where(Study.first_received_at <= where.received_before)
         if where.modality:
-            query = query.where(exists().where(
-                Instance.study_instance_uid == Study.study_instance_uid,
-                func.upper(Instance.modality) == where.modality.upper()))
+            query = query.where(
+                exists().where(
+                    Instance.study_instance_uid == Study.study_instance_uid,
+                    func.upper(Instance.modality) == where.modality.upper(),
+                )
+            )
         if where.pipeline:
-            query = query.where(exists().where(
-                Job.study_instance_uid == Study.study_instance_uid, Job.pipeline_name == where.pipeline))
+            query = query.where(
+                exists().where(
+                    Job.study_instance_uid == Study.study_instance_uid,
+                    Job.pipeline_name == where.pipeline,
+                )
+            )
         with self._store.session() as s:
             total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
-            studies = list(s.scalars(query.order_by(Study.last_received_at.desc(), Study.id.desc())
-                                     .limit(limit).offset(offset)))
+            studies = list(
+                s.scalars(
+                    query.order_by(Study.last_received_at.desc(), Study.id.desc())
+                    .limit(limit)
+                    .offset(offset)
+                )
+            )
             return [self._study_row(s, study) for study in studies], int(total)
 
     def study(self, study_uid: str) -> StudyRow | None:
@@ -102,18 +114,30 @@ class Listings:
     @staticmethod
     def _study_row(s: Session, study: Study) -> StudyRow:
         modalities = s.scalars(
-            select(Instance.modality).where(Instance.study_instance_uid == study.study_instance_uid,
-                                            Instance.modality.is_not(None)).distinct())
+            select(Instance.modality)
+            .where(
+                Instance.study_instance_uid == study.study_instance_uid,
+                Instance.modality.is_not(None),
+            )
+            .distinct()
+        )
         jobs = s.execute(
-            select(Job.state, func.count()).where(Job.study_instance_uid == study.study_instance_uid)
-            .group_by(Job.state))
-        return StudyRow(study, tuple(sorted(m for m in modalities if m)),
-                        {state.value: n for state, n in jobs})
+            select(Job.state, func.count())
+            .where(Job.study_instance_uid == study.study_instance_uid)
+            .group_by(Job.state)
+        )
+        return StudyRow(
+            study, tuple(sorted(m for m in modalities if m)), {state.value: n for state, n in jobs}
+        )
 
     # -- files for DICOMweb -----------------------------------------------------
 
-    def result_files(self, study_uid: str | None = None, series_uid: str | None = None,
-                     sop_uid: str | None = None) -> list[DicomFile]:
+    def result_files(
+        self,
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> list[DicomFile]:
         """Result objects the node wrote, optionally narrowed by UIDs."""
         query = select(Output, Job.study_instance_uid).join(Job, Job.id == Output.job_id)
         if study_uid:
@@ -124,13 +148,24 @@ class Listings:
             query = query.where(Output.sop_instance_uid == sop_uid)
         with self._store.session() as s:
             return [
-                DicomFile(study, o.series_instance_uid, o.sop_instance_uid, o.sop_class_uid,
-                          o.transfer_syntax_uid, o.path, "result")
+                DicomFile(
+                    study,
+                    o.series_instance_uid,
+                    o.sop_instance_uid,
+                    o.sop_class_uid,
+                    o.transfer_syntax_uid,
+                    o.path,
+                    "result",
+                )
                 for o, study in s.execute(query.order_by(Output.id))
             ]
 
-    def input_files(self, study_uid: str | None = None, series_uid: str | None = None,
-                    sop_uid: str | None = None) -> list[DicomFile]:
+    def input_files(
+        self,
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> list[DicomFile]:
         """Received instances the node holds (newest copy of each SOP instance)."""
         query = select(Instance).where(Instance.status == InstanceStatus.STORED)
         if study_uid:
@@ -143,8 +178,14 @@ class Listings:
         with self._store.session() as s:
             for i in s.scalars(query.order_by(Instance.id)):
                 newest[i.sop_instance_uid or ""] = DicomFile(
-                    i.study_instance_uid or "", i.series_instance_uid or "", i.sop_instance_uid or "",
-                    i.sop_class_uid or "", i.transfer_syntax_uid or "", i.path or "", "input")
+                    i.study_instance_uid or "",
+                    i.series_instance_uid or "",
+                    i.sop_instance_uid or "",
+                    i.sop_class_uid or "",
+                    i.transfer_syntax_uid or "",
+                    i.path or "",
+                    "input",
+                )
         return list(newest.values())
 
 

@@ -184,7 +184,9 @@ class Job(Base):
         back_populates="job", cascade="all, delete-orphan", order_by="JobInput.id"
     )
     outputs: Mapped[list[Output]] = relationship(
-        back_populates="job", cascade="all, delete-orphan", order_by="Output.id",
+        back_populates="job",
+        cascade="all, delete-orphan",
+        order_by="Output.id",
         foreign_keys="Output.job_id",
     )
     events: Mapped[list[Event]] = relationship(

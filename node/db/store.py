@@ -146,7 +146,9 @@ class AuditStore:
             self._touch_study(s, received.study_instance_uid, now, status)
         return status
 
-    def _touch_study(self, s: Session, study_uid: str, now: datetime, status: InstanceStatus) -> None:
+    def _touch_study(
+        self, s: Session, study_uid: str, now: datetime, status: InstanceStatus
+    ) -> None:
         study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
         if study is None:
             s.add(
@@ -228,8 +230,10 @@ class AuditStore:
             )
             retrieving = (
                 select(InferenceRequest.id)
-                .where(InferenceRequest.study_instance_uid == Study.study_instance_uid,
-                       InferenceRequest.state.in_([RequestState.QUEUED, RequestState.RETRIEVING]))
+                .where(
+                    InferenceRequest.study_instance_uid == Study.study_instance_uid,
+                    InferenceRequest.state.in_([RequestState.QUEUED, RequestState.RETRIEVING]),
+                )
                 .exists()
             )
             rows = s.scalars(
@@ -245,12 +249,17 @@ class AuditStore:
         with self._sessions() as s:
             rows = s.scalars(
                 select(Instance)
-                .where(Instance.study_instance_uid == study_uid, Instance.status == InstanceStatus.STORED)
+                .where(
+                    Instance.study_instance_uid == study_uid,
+                    Instance.status == InstanceStatus.STORED,
+                )
                 .order_by(Instance.id)
             )
             newest: dict[str, dict[str, Instance]] = {}
             for row in rows:
-                newest.setdefault(row.series_instance_uid or "", {})[row.sop_instance_uid or ""] = row
+                newest.setdefault(row.series_instance_uid or "", {})[row.sop_instance_uid or ""] = (
+                    row
+                )
             return {series: list(by_sop.values()) for series, by_sop in newest.items()}
 
     def study_row(self, study_uid: str) -> Study | None:
@@ -283,36 +292,67 @@ class AuditStore:
             )
             newest: dict[str, dict[str, Instance]] = {}
             for row in rows:
-                newest.setdefault(row.series_instance_uid or "", {})[row.sop_instance_uid or ""] = row
+                newest.setdefault(row.series_instance_uid or "", {})[row.sop_instance_uid or ""] = (
+                    row
+                )
             return {series: list(by_sop.values()) for series, by_sop in newest.items()}
 
     def study_senders(self, study_uid: str) -> set[str]:
         """Calling AE titles that sent stored instances of a study."""
         with self._sessions() as s:
-            return {ae for ae in s.scalars(
-                select(Instance.calling_ae_title).where(
-                    Instance.study_instance_uid == study_uid, Instance.status == InstanceStatus.STORED,
-                    Instance.calling_ae_title.is_not(None)).distinct()) if ae}
+            return {
+                ae
+                for ae in s.scalars(
+                    select(Instance.calling_ae_title)
+                    .where(
+                        Instance.study_instance_uid == study_uid,
+                        Instance.status == InstanceStatus.STORED,
+                        Instance.calling_ae_title.is_not(None),
+                    )
+                    .distinct()
+                )
+                if ae
+            }
 
     def study_sender_sources(self, study_uid: str) -> set[str]:
         """Configured source names recorded as senders of stored instances of a study."""
         with self._sessions() as s:
-            return {name for name in s.scalars(
-                select(Instance.sender).where(
-                    Instance.study_instance_uid == study_uid, Instance.status == InstanceStatus.STORED,
-                    Instance.sender.is_not(None)).distinct()) if name}
+            return {
+                name
+                for name in s.scalars(
+                    select(Instance.sender)
+                    .where(
+                        Instance.study_instance_uid == study_uid,
+                        Instance.status == InstanceStatus.STORED,
+                        Instance.sender.is_not(None),
+                    )
+                    .distinct()
+                )
+                if name
+            }
 
     def result_series(self, study_uid: str) -> set[str]:
         """Series Instance UIDs of the results this node wrote for a study."""
         with self._sessions() as s:
-            return set(s.scalars(select(Output.series_instance_uid).join(Job, Job.id == Output.job_id)
-                                 .where(Job.study_instance_uid == study_uid)))
+            return set(
+                s.scalars(
+                    select(Output.series_instance_uid)
+                    .join(Job, Job.id == Output.job_id)
+                    .where(Job.study_instance_uid == study_uid)
+                )
+            )
 
     def analysed_series(self, study_uid: str) -> set[tuple[str, str]]:
         """``(route, series)`` pairs of a study that already have a job."""
         with self._sessions() as s:
-            return {(r, se) for r, se in s.execute(
-                select(Job.route_name, Job.series_instance_uid).where(Job.study_instance_uid == study_uid))}
+            return {
+                (r, se)
+                for r, se in s.execute(
+                    select(Job.route_name, Job.series_instance_uid).where(
+                        Job.study_instance_uid == study_uid
+                    )
+                )
+            }
 
     def dispatch_study(
         self,
@@ -334,18 +374,34 @@ class AuditStore:
             created = [self._add_job(s, planned) for planned in jobs]
             s.flush()
             for job in created:
-                s.add(Event(kind="job_queued", job_id=job.id, study_instance_uid=study_uid,
-                            detail=f"route {job.route_name}, pipeline {job.pipeline_name}, "
-                                   f"{len(job.inputs)} instances"))
+                s.add(
+                    Event(
+                        kind="job_queued",
+                        job_id=job.id,
+                        study_instance_uid=study_uid,
+                        detail=f"route {job.route_name}, pipeline {job.pipeline_name}, "
+                        f"{len(job.inputs)} instances",
+                    )
+                )
             for planned, job in zip(jobs, created, strict=True):
                 if planned.replaces_earlier:
                     self._supersede(s, job, now)
-            s.add(Event(kind="study_complete", study_instance_uid=study_uid,
-                        detail=f"{len(ids)} new instances; {len(created)} jobs queued"
-                               + (f"; {completeness}" if completeness else "")))
+            s.add(
+                Event(
+                    kind="study_complete",
+                    study_instance_uid=study_uid,
+                    detail=f"{len(ids)} new instances; {len(created)} jobs queued"
+                    + (f"; {completeness}" if completeness else ""),
+                )
+            )
             for series_uid in unrouted:
-                s.add(Event(kind="no_route", study_instance_uid=study_uid,
-                            detail=f"series {series_uid} matched no route"))
+                s.add(
+                    Event(
+                        kind="no_route",
+                        study_instance_uid=study_uid,
+                        detail=f"series {series_uid} matched no route",
+                    )
+                )
             return [job.id for job in created]
 
     def _supersede(self, s: Session, job: Job, now: datetime) -> None:
@@ -355,23 +411,45 @@ class AuditStore:
         deliveries stop. Jobs an earlier job had superseded pass to ``job``
         (whatever that job did not withdraw yet, ``job`` does).
         """
-        earlier = list(s.scalars(select(Job).where(
-            Job.study_instance_uid == job.study_instance_uid, Job.series_instance_uid == job.series_instance_uid,
-            Job.route_name == job.route_name, Job.pipeline_name == job.pipeline_name,
-            Job.id != job.id, Job.superseded_by_job_id.is_(None)).with_for_update()))
+        earlier = list(
+            s.scalars(
+                select(Job)
+                .where(
+                    Job.study_instance_uid == job.study_instance_uid,
+                    Job.series_instance_uid == job.series_instance_uid,
+                    Job.route_name == job.route_name,
+                    Job.pipeline_name == job.pipeline_name,
+                    Job.id != job.id,
+                    Job.superseded_by_job_id.is_(None),
+                )
+                .with_for_update()
+            )
+        )
         for old in earlier:
             old.superseded_by_job_id = job.id
             why = f"superseded by job {job.id} (late_series: rerun)"
             if old.state is JobState.QUEUED:
                 old.state, old.finished_at, old.error = JobState.CANCELLED, now, why
-            s.execute(update(Job).where(Job.superseded_by_job_id == old.id)
-                      .values(superseded_by_job_id=job.id))
-            stopped = s.execute(update(Delivery).where(Delivery.job_id == old.id,
-                                                       Delivery.state == DeliveryState.PENDING)
-                                .values(state=DeliveryState.FAILED, next_attempt_at=None, last_error=why)).rowcount
-            s.add(Event(kind="job_superseded", job_id=old.id, study_instance_uid=job.study_instance_uid,
-                        detail=why + (f"; {stopped} pending deliveries stopped" if stopped else "")
-                        + "; what it delivered is withdrawn by rejection notes"))
+            s.execute(
+                update(Job)
+                .where(Job.superseded_by_job_id == old.id)
+                .values(superseded_by_job_id=job.id)
+            )
+            stopped = s.execute(
+                update(Delivery)
+                .where(Delivery.job_id == old.id, Delivery.state == DeliveryState.PENDING)
+                .values(state=DeliveryState.FAILED, next_attempt_at=None, last_error=why)
+            ).rowcount
+            s.add(
+                Event(
+                    kind="job_superseded",
+                    job_id=old.id,
+                    study_instance_uid=job.study_instance_uid,
+                    detail=why
+                    + (f"; {stopped} pending deliveries stopped" if stopped else "")
+                    + "; what it delivered is withdrawn by rejection notes",
+                )
+            )
             if stopped:
                 s.flush()
                 self._settle_job(s, old)
@@ -390,10 +468,12 @@ class AuditStore:
                 return {}
             ids = [j.id for j in jobs]
             accepted = s.execute(
-                select(Delivery.destination, Output).join(DeliveryAttempt, DeliveryAttempt.delivery_id == Delivery.id)
+                select(Delivery.destination, Output)
+                .join(DeliveryAttempt, DeliveryAttempt.delivery_id == Delivery.id)
                 .join(Output, Output.id == DeliveryAttempt.output_id)
                 .where(Delivery.job_id.in_(ids), DeliveryAttempt.succeeded.is_(True))
-                .order_by(Output.id)).all()
+                .order_by(Output.id)
+            ).all()
             done: dict[str, set[str]] = {}
             for destination, out in accepted:
                 if out.kind == "REJECT":
@@ -402,7 +482,9 @@ class AuditStore:
                     done.setdefault(destination, set()).update(listed)
             found: dict[str, dict[int, Output]] = {}
             for destination, out in accepted:
-                if out.kind != "REJECT" and out.sop_instance_uid not in done.get(destination, set()):
+                if out.kind != "REJECT" and out.sop_instance_uid not in done.get(
+                    destination, set()
+                ):
                     found.setdefault(destination, {})[out.id] = out
             return {d: list(outs.values()) for d, outs in found.items()}
 
@@ -431,20 +513,38 @@ class AuditStore:
     def requeue_interrupted(self) -> list[int]:
         """Put jobs left running by a dead node back in the queue; return their ids."""
         with self._sessions.begin() as s:
-            superseded = list(s.scalars(select(Job.id).where(Job.state == JobState.RUNNING,
-                                                             Job.superseded_by_job_id.is_not(None))))
+            superseded = list(
+                s.scalars(
+                    select(Job.id).where(
+                        Job.state == JobState.RUNNING, Job.superseded_by_job_id.is_not(None)
+                    )
+                )
+            )
             if superseded:  # replaced while running: no point finishing them
-                s.execute(update(Job).where(Job.id.in_(superseded)).values(
-                    state=JobState.CANCELLED, finished_at=utcnow(),
-                    error="superseded while running; not run again after the restart"))
+                s.execute(
+                    update(Job)
+                    .where(Job.id.in_(superseded))
+                    .values(
+                        state=JobState.CANCELLED,
+                        finished_at=utcnow(),
+                        error="superseded while running; not run again after the restart",
+                    )
+                )
             ids = list(s.scalars(select(Job.id).where(Job.state == JobState.RUNNING)))
             if ids:
                 s.execute(
-                    update(Job).where(Job.id.in_(ids)).values(state=JobState.QUEUED, started_at=None)
+                    update(Job)
+                    .where(Job.id.in_(ids))
+                    .values(state=JobState.QUEUED, started_at=None)
                 )
                 for job_id in ids:
-                    s.add(Event(kind="job_requeued", job_id=job_id,
-                                detail="node restarted while the job was running"))
+                    s.add(
+                        Event(
+                            kind="job_requeued",
+                            job_id=job_id,
+                            detail="node restarted while the job was running",
+                        )
+                    )
             return ids
 
     def requeue_job(self, job_id: int, reason: str) -> None:
@@ -453,8 +553,14 @@ class AuditStore:
             job = s.get_one(Job, job_id)
             job.state = JobState.QUEUED
             job.started_at = None
-            s.add(Event(kind="job_requeued", job_id=job_id, study_instance_uid=job.study_instance_uid,
-                        detail=reason))
+            s.add(
+                Event(
+                    kind="job_requeued",
+                    job_id=job_id,
+                    study_instance_uid=job.study_instance_uid,
+                    detail=reason,
+                )
+            )
 
     def claim_next_job(self) -> Job | None:
         """Move the oldest queued job to running and return it (with its inputs)."""
@@ -475,8 +581,14 @@ class AuditStore:
             job.attempts += 1
             job.started_at = utcnow()
             job.error = None
-            s.add(Event(kind="job_started", job_id=job.id, study_instance_uid=job.study_instance_uid,
-                        detail=f"attempt {job.attempts}"))
+            s.add(
+                Event(
+                    kind="job_started",
+                    job_id=job.id,
+                    study_instance_uid=job.study_instance_uid,
+                    detail=f"attempt {job.attempts}",
+                )
+            )
             return job
 
     def queued_count(self) -> int:
@@ -502,19 +614,36 @@ class AuditStore:
             for out in outputs:
                 if out.sop_instance_uid not in known:
                     job.outputs.append(Output(**out.__dict__))
-            s.add(Event(kind="job_succeeded", job_id=job_id, study_instance_uid=job.study_instance_uid,
-                        detail=f"{len(outputs)} result objects: "
-                               + ", ".join(o.kind for o in outputs)
-                               + (f"; not delivered: superseded by job {job.superseded_by_job_id}"
-                                  if job.superseded_by_job_id else "")))
+            s.add(
+                Event(
+                    kind="job_succeeded",
+                    job_id=job_id,
+                    study_instance_uid=job.study_instance_uid,
+                    detail=f"{len(outputs)} result objects: "
+                    + ", ".join(o.kind for o in outputs)
+                    + (
+                        f"; not delivered: superseded by job {job.superseded_by_job_id}"
+                        if job.superseded_by_job_id
+                        else ""
+                    ),
+                )
+            )
             names = job.destinations.get("names", [])
             if not outputs or not names or job.superseded_by_job_id is not None:
                 return
-            existing = {d.destination for d in s.scalars(select(Delivery).where(Delivery.job_id == job_id))}
+            existing = {
+                d.destination for d in s.scalars(select(Delivery).where(Delivery.job_id == job_id))
+            }
             for name in names:
                 if name not in existing:
-                    s.add(Delivery(job_id=job_id, destination=name, state=DeliveryState.PENDING,
-                                   next_attempt_at=now))
+                    s.add(
+                        Delivery(
+                            job_id=job_id,
+                            destination=name,
+                            state=DeliveryState.PENDING,
+                            next_attempt_at=now,
+                        )
+                    )
 
     def fail_job(self, job_id: int, error: str) -> None:
         """Mark a job failed with a reason an administrator can act on."""
@@ -523,8 +652,14 @@ class AuditStore:
             job.state = JobState.FAILED
             job.finished_at = utcnow()
             job.error = error
-            s.add(Event(kind="job_failed", job_id=job_id, study_instance_uid=job.study_instance_uid,
-                        detail=error))
+            s.add(
+                Event(
+                    kind="job_failed",
+                    job_id=job_id,
+                    study_instance_uid=job.study_instance_uid,
+                    detail=error,
+                )
+            )
 
     # -- egress --------------------------------------------------------------
 
@@ -541,7 +676,11 @@ class AuditStore:
     def load_delivery(self, delivery_id: int) -> tuple[Delivery, list[Output]]:
         with self._sessions() as s:
             delivery = s.get_one(Delivery, delivery_id)
-            outputs = list(s.scalars(select(Output).where(Output.job_id == delivery.job_id).order_by(Output.id)))
+            outputs = list(
+                s.scalars(
+                    select(Output).where(Output.job_id == delivery.job_id).order_by(Output.id)
+                )
+            )
             return delivery, outputs
 
     def job_summary(self, job_id: int) -> dict[str, Any] | None:
@@ -555,7 +694,8 @@ class AuditStore:
             return set(
                 s.scalars(
                     select(DeliveryAttempt.output_id).where(
-                        DeliveryAttempt.delivery_id == delivery_id, DeliveryAttempt.succeeded.is_(True)
+                        DeliveryAttempt.delivery_id == delivery_id,
+                        DeliveryAttempt.succeeded.is_(True),
                     )
                 )
             )
@@ -575,13 +715,24 @@ class AuditStore:
         """
         with self._sessions.begin() as s:
             delivery = s.get_one(Delivery, delivery_id, with_for_update=True)
-            stopped = delivery.state is not DeliveryState.PENDING  # e.g. its job was superseded meanwhile
+            stopped = (
+                delivery.state is not DeliveryState.PENDING
+            )  # e.g. its job was superseded meanwhile
             delivery.attempts += 1
             for output_id, ok, status, error, started, finished, *http in results:
-                s.add(DeliveryAttempt(delivery_id=delivery_id, output_id=output_id,
-                                      attempt=delivery.attempts, started_at=started,
-                                      finished_at=finished, succeeded=ok, dimse_status=status,
-                                      error=error, http_status=http[0] if http else None))
+                s.add(
+                    DeliveryAttempt(
+                        delivery_id=delivery_id,
+                        output_id=output_id,
+                        attempt=delivery.attempts,
+                        started_at=started,
+                        finished_at=finished,
+                        succeeded=ok,
+                        dimse_status=status,
+                        error=error,
+                        http_status=http[0] if http else None,
+                    )
+                )
             failed = [r for r in results if not r[1]]
             job = s.get_one(Job, delivery.job_id)
             if stopped:  # the attempts are recorded (what was sent was sent); the state stays
@@ -590,18 +741,35 @@ class AuditStore:
                 delivery.state = DeliveryState.SUCCEEDED
                 delivery.delivered_at = utcnow()
                 delivery.last_error = None
-                s.add(Event(kind="delivery_succeeded", job_id=job.id, study_instance_uid=job.study_instance_uid,
-                            detail=f"{len(results)} objects to {delivery.destination} "
-                                   f"(attempt {delivery.attempts})"))
+                s.add(
+                    Event(
+                        kind="delivery_succeeded",
+                        job_id=job.id,
+                        study_instance_uid=job.study_instance_uid,
+                        detail=f"{len(results)} objects to {delivery.destination} "
+                        f"(attempt {delivery.attempts})",
+                    )
+                )
             else:
                 delivery.last_error = failed[0][3]
                 delivery.state = DeliveryState.FAILED if give_up else DeliveryState.PENDING
                 delivery.next_attempt_at = None if give_up else retry_at
-                what = "gave up" if give_up else f"retry at {retry_at:%H:%M:%S}" if retry_at else "retry"
-                s.add(Event(kind="delivery_failed" if give_up else "delivery_retry", job_id=job.id,
-                            study_instance_uid=job.study_instance_uid,
-                            detail=f"{delivery.destination}: {len(failed)}/{len(results)} failed "
-                                   f"(attempt {delivery.attempts}, {what}): {failed[0][3]}"))
+                what = (
+                    "gave up"
+                    if give_up
+                    else f"retry at {retry_at:%H:%M:%S}"
+                    if retry_at
+                    else "retry"
+                )
+                s.add(
+                    Event(
+                        kind="delivery_failed" if give_up else "delivery_retry",
+                        job_id=job.id,
+                        study_instance_uid=job.study_instance_uid,
+                        detail=f"{delivery.destination}: {len(failed)}/{len(results)} failed "
+                        f"(attempt {delivery.attempts}, {what}): {failed[0][3]}",
+                    )
+                )
             s.flush()
             self._settle_job(s, job)
             return delivery.state
@@ -611,12 +779,16 @@ class AuditStore:
         if states and all(st is DeliveryState.SUCCEEDED for st in states):
             job.state = JobState.DELIVERED
             job.delivered_at = utcnow()
-        elif any(st is DeliveryState.FAILED for st in states) and DeliveryState.PENDING not in states:
+        elif (
+            any(st is DeliveryState.FAILED for st in states) and DeliveryState.PENDING not in states
+        ):
             job.state = JobState.DELIVERY_FAILED
 
     # -- reading -------------------------------------------------------------
 
-    def list_jobs(self, limit: int = 50, offset: int = 0, state: JobState | None = None) -> list[Job]:
+    def list_jobs(
+        self, limit: int = 50, offset: int = 0, state: JobState | None = None
+    ) -> list[Job]:
         with self._sessions() as s:
             query = select(Job).order_by(Job.id.desc()).limit(limit).offset(offset)
             if state is not None:
@@ -626,13 +798,17 @@ class AuditStore:
     def get_job(self, job_id: int) -> tuple[Job, list[Delivery], list[DeliveryAttempt]] | None:
         with self._sessions() as s:
             job = s.scalar(
-                select(Job).where(Job.id == job_id).options(
+                select(Job)
+                .where(Job.id == job_id)
+                .options(
                     selectinload(Job.inputs), selectinload(Job.outputs), selectinload(Job.events)
                 )
             )
             if job is None:
                 return None
-            deliveries = list(s.scalars(select(Delivery).where(Delivery.job_id == job_id).order_by(Delivery.id)))
+            deliveries = list(
+                s.scalars(select(Delivery).where(Delivery.job_id == job_id).order_by(Delivery.id))
+            )
             attempts = list(
                 s.scalars(
                     select(DeliveryAttempt)
@@ -646,7 +822,9 @@ class AuditStore:
         """Totals for health and metrics: instances by status, jobs by state."""
         with self._sessions() as s:
             out: dict[str, int] = {}
-            for status, n in s.execute(select(Instance.status, func.count()).group_by(Instance.status)):
+            for status, n in s.execute(
+                select(Instance.status, func.count()).group_by(Instance.status)
+            ):
                 out[f"instances_{status.value}"] = n
             for state, n in s.execute(select(Job.state, func.count()).group_by(Job.state)):
                 out[f"jobs_{state.value}"] = n

@@ -235,9 +235,7 @@ def dciodvfy() -> Callable[[Dataset, Path], list[str]]:
         lines = [ln for ln in (completed.stdout + completed.stderr).splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("Error")]
         assert not errors, "\n".join(lines)
-        return [
-            ln for ln in lines if ln.startswith("Warning") and not _known_warning(ln)
-        ]
+        return [ln for ln in lines if ln.startswith("Warning") and not _known_warning(ln)]
 
     return verify
 

@@ -104,31 +104,54 @@ def test_key_object_selection(tmp_path, dciodvfy, ct_series, build_findings, dev
     assert references == {ct_series[3].SOPInstanceUID, ct_series[7].SOPInstanceUID}
 
 
-def test_rejection_note_withdraws_earlier_results(tmp_path, dciodvfy, ct_series, build_findings, device, algorithm):
+def test_rejection_note_withdraws_earlier_results(
+    tmp_path, dciodvfy, ct_series, build_findings, device, algorithm
+):
     """An IHE IOCM rejection note: KOS titled 113001, listing the withdrawn SEG and SR, in their study."""
-    seg, sr = write_results(ct_series, build_findings(ct_series), identity(9001), identity(9002), device, algorithm)
+    seg, sr = write_results(
+        ct_series, build_findings(ct_series), identity(9001), identity(9002), device, algorithm
+    )
     headers = []
     for name, ds in (("seg", seg), ("sr", sr)):
         ds.save_as(tmp_path / f"{name}.dcm", enforce_file_format=True)
         headers.append(pydicom.dcmread(tmp_path / f"{name}.dcm", stop_before_pixels=True))
-    note = write_rejection_note(headers, ct_series[0], identity(9006), device, algorithm,
-                                reason="superseded by job 7: the series gained instances")
+    note = write_rejection_note(
+        headers,
+        ct_series[0],
+        identity(9006),
+        device,
+        algorithm,
+        reason="superseded by job 7: the series gained instances",
+    )
     assert dciodvfy(note, tmp_path / "reject.dcm") == []
     kos = hd.ko.KeyObjectSelectionDocument.from_dataset(pydicom.dcmread(tmp_path / "reject.dcm"))
     title = kos.ConceptNameCodeSequence[0]
     assert (title.CodeValue, title.CodingSchemeDesignator) == ("113001", "DCM")
-    assert kos.StudyInstanceUID == ct_series[0].StudyInstanceUID and kos.PatientID == ct_series[0].PatientID
-    evidence = {item.ReferencedSOPInstanceUID
-                for study in kos.CurrentRequestedProcedureEvidenceSequence
-                for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+    assert (
+        kos.StudyInstanceUID == ct_series[0].StudyInstanceUID
+        and kos.PatientID == ct_series[0].PatientID
+    )
+    evidence = {
+        item.ReferencedSOPInstanceUID
+        for study in kos.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
     assert evidence == {seg.SOPInstanceUID, sr.SOPInstanceUID}
-    content = {item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
-               for item in kos.ContentSequence if "ReferencedSOPSequence" in item}
+    content = {
+        item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        for item in kos.ContentSequence
+        if "ReferencedSOPSequence" in item
+    }
     assert content == evidence
-    assert any("superseded by job 7" in str(item.get("TextValue", "")) for item in kos.ContentSequence)
+    assert any(
+        "superseded by job 7" in str(item.get("TextValue", "")) for item in kos.ContentSequence
+    )
     other_study = pydicom.dcmread(tmp_path / "seg.dcm", stop_before_pixels=True)
     other_study.StudyInstanceUID = "1.2.3.4"
     with pytest.raises(EncodingError, match="one study"):
-        write_rejection_note([other_study], ct_series[0], identity(9006), device, algorithm, reason="x")
+        write_rejection_note(
+            [other_study], ct_series[0], identity(9006), device, algorithm, reason="x"
+        )
     with pytest.raises(EncodingError, match="at least one"):
         write_rejection_note([], ct_series[0], identity(9006), device, algorithm, reason="x")

@@ -10,9 +10,8 @@ import uuid
 import httpx
 import pydicom
 import pytest
-from pynetdicom import AE
-
 from pydicom.uid import JPEG2000Lossless
+from pynetdicom import AE
 
 from dicom_sr import SegmentationType, ViewerProfile, write_results
 from dicom_sr.kos import write_rejection_note
@@ -43,13 +42,28 @@ def results(ct_series, build_findings, device, algorithm):
         ViewerProfile(segmentation_type=SegmentationType.FRACTIONAL, omit_empty_frames=False),
         ViewerProfile(transfer_syntax_uid=JPEG2000Lossless),
     ]
-    segs = [write_segmentation(ct_series, findings, identity(950 + i), device, algorithm, profile=profile)
-            for i, profile in enumerate(profiles)]
-    one_segment = dataclasses.replace(findings, segments=findings.segments[:1], measurements=(),
-                                      classifications=())  # one segment: nothing overlaps
-    segs.append(write_segmentation(ct_series, one_segment, identity(953), device, algorithm,
-                                   profile=ViewerProfile(segmentation_type=SegmentationType.LABELMAP)))
-    note = write_rejection_note(objects[:2], ct_series[0], identity(960), device, algorithm, reason="test")
+    segs = [
+        write_segmentation(
+            ct_series, findings, identity(950 + i), device, algorithm, profile=profile
+        )
+        for i, profile in enumerate(profiles)
+    ]
+    one_segment = dataclasses.replace(
+        findings, segments=findings.segments[:1], measurements=(), classifications=()
+    )  # one segment: nothing overlaps
+    segs.append(
+        write_segmentation(
+            ct_series,
+            one_segment,
+            identity(953),
+            device,
+            algorithm,
+            profile=ViewerProfile(segmentation_type=SegmentationType.LABELMAP),
+        )
+    )
+    note = write_rejection_note(
+        objects[:2], ct_series[0], identity(960), device, algorithm, reason="test"
+    )
     return (*objects, *segs, note)
 
 
@@ -82,8 +96,12 @@ def test_c_store(tmp_path, results):
         pytest.skip("Orthanc or dcmtk is not installed")
     paths = []
     # storescu 3.6.7 knows no Label Map SOP class and proposes no JPEG 2000: those go as the node sends them
-    newer = [ds for ds in results
-             if ds.SOPClassUID == LABEL_MAP_SEGMENTATION or ds.file_meta.TransferSyntaxUID == JPEG2000Lossless]
+    newer = [
+        ds
+        for ds in results
+        if ds.SOPClassUID == LABEL_MAP_SEGMENTATION
+        or ds.file_meta.TransferSyntaxUID == JPEG2000Lossless
+    ]
     for index, ds in enumerate(results):
         if ds in newer:
             continue

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from testing_constants import TEST_API_TOKEN
 from pydicom.dataset import Dataset
+from testing_constants import TEST_API_TOKEN
 
 AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
 
@@ -23,18 +23,37 @@ def part10(ds: Dataset) -> bytes:
 def multipart(parts: Sequence[bytes], part_type: str = "application/dicom") -> tuple[bytes, str]:
     """A multipart/related body and its Content-Type header."""
     boundary = uuid.uuid4().hex
-    body = b"".join(
-        f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode() + data + b"\r\n" for data in parts
-    ) + f"--{boundary}--\r\n".encode()
+    body = (
+        b"".join(
+            f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode() + data + b"\r\n"
+            for data in parts
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
     return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
-def stow(base_url: str, parts: Sequence[bytes], study_uid: str | None = None,
-         headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+def stow(
+    base_url: str,
+    parts: Sequence[bytes],
+    study_uid: str | None = None,
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
     body, content_type = multipart(parts)
     url = f"{base_url}/dicom-web/studies" + (f"/{study_uid}" if study_uid else "")
-    return httpx.post(url, content=body, headers={"Content-Type": content_type, "Accept": "application/dicom+json",
-                                                  **AUTH, **(headers or {})}, timeout=60, **kwargs)
+    return httpx.post(
+        url,
+        content=body,
+        headers={
+            "Content-Type": content_type,
+            "Accept": "application/dicom+json",
+            **AUTH,
+            **(headers or {}),
+        },
+        timeout=60,
+        **kwargs,
+    )
 
 
 def http_base(node: Any) -> str:

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import schemathesis
-from testing_constants import TEST_API_TOKEN
 from hypothesis import HealthCheck, settings
 from pydicom.uid import generate_uid
 from schemathesis.specs.openapi.checks import positive_data_acceptance
+from testing_constants import TEST_API_TOKEN
 
 from node.api import ApiContext, create_api
 from node.assembler import mint_result_uids
@@ -31,17 +31,58 @@ def _app(root: Path) -> Any:
     migrate(engine)
     store = AuditStore(engine)
     study, series = "1.2.3.4", "1.2.3.4.5"  # short UIDs the fuzzer may well hit
-    store.record_instance(ReceivedInstance(generate_uid(), "1.2.840.10008.5.1.4.1.1.2", study, series, "CT", None,
-                                           None, None, "1.2.840.10008.1.2.1", "PACS", "dimse", 1, "0" * 64, "/x"))
+    store.record_instance(
+        ReceivedInstance(
+            generate_uid(),
+            "1.2.840.10008.5.1.4.1.1.2",
+            study,
+            series,
+            "CT",
+            None,
+            None,
+            None,
+            "1.2.840.10008.1.2.1",
+            "PACS",
+            "dimse",
+            1,
+            "0" * 64,
+            "/x",
+        )
+    )
     rows = store.pending_series(study)[series]
-    store.dispatch_study(study, [r.id for r in rows], [PlannedJob(
-        study, series, "CT", "ct", "ct-anatomy", "1", None, ("pacs",), mint_result_uids(),
-        tuple((r.id, r.sop_instance_uid or "", "/x") for r in rows))], [])
-    return create_api(ApiContext(
-        store=store, metrics=NodeMetrics(store.counts), health={"ae_title": "AINODE", "version": "test"},
-        api=ApiSettings(max_upload_mb=1), tokens=(TEST_API_TOKEN,), actions=JobActions(store, mint_result_uids),
-        stow=StowIngress(Spool(root / "node", 0), store), destinations=frozenset({"pacs"}),
-        sources=frozenset({"pacs"}), known_pipeline=lambda name: name == "ct-anatomy"))
+    store.dispatch_study(
+        study,
+        [r.id for r in rows],
+        [
+            PlannedJob(
+                study,
+                series,
+                "CT",
+                "ct",
+                "ct-anatomy",
+                "1",
+                None,
+                ("pacs",),
+                mint_result_uids(),
+                tuple((r.id, r.sop_instance_uid or "", "/x") for r in rows),
+            )
+        ],
+        [],
+    )
+    return create_api(
+        ApiContext(
+            store=store,
+            metrics=NodeMetrics(store.counts),
+            health={"ae_title": "AINODE", "version": "test"},
+            api=ApiSettings(max_upload_mb=1),
+            tokens=(TEST_API_TOKEN,),
+            actions=JobActions(store, mint_result_uids),
+            stow=StowIngress(Spool(root / "node", 0), store),
+            destinations=frozenset({"pacs"}),
+            sources=frozenset({"pacs"}),
+            known_pipeline=lambda name: name == "ct-anatomy",
+        )
+    )
 
 
 @schemathesis.serializer("multipart/related")
@@ -50,7 +91,11 @@ def _raw_body(_ctx: Any, value: Any) -> bytes:
     data = getattr(value, "data", value)
     if isinstance(data, str):
         return data.encode("utf-8", "surrogatepass")
-    return bytes(data) if isinstance(data, (bytes, bytearray)) else json.dumps(data, default=str).encode()
+    return (
+        bytes(data)
+        if isinstance(data, (bytes, bytearray))
+        else json.dumps(data, default=str).encode()
+    )
 
 
 _ROOT = Path(__import__("tempfile").mkdtemp(prefix="ainode-schemathesis-"))
@@ -58,8 +103,12 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", _app(_ROOT))
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 def test_api_never_errors_and_matches_its_schema(case: schemathesis.Case) -> None:
     # Excluded, deliberately: positive_data_acceptance (a well-formed request naming an unknown
     # destination or source is answered 422, as it should be).

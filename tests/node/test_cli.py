@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import httpx
+import peers
 import pytest
 from typer.testing import CliRunner
 
-import peers
 from node.cli import app
 
 runner = CliRunner()
@@ -29,9 +29,17 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 def test_demo_summary(demo_run: tuple[str, Path]) -> None:
     output, workdir = demo_run
     assert "delivered" in output
-    for text in ("Segments: measured vs true volume", "Lungs", "Body", "Bone", "%LAA-950",
-                 "Received by the loopback PACS", "AI ct-anatomy SEG", "Segmentation Storage",
-                 "Comprehensive 3D SR"):
+    for text in (
+        "Segments: measured vs true volume",
+        "Lungs",
+        "Body",
+        "Bone",
+        "%LAA-950",
+        "Received by the loopback PACS",
+        "AI ct-anatomy SEG",
+        "Segmentation Storage",
+        "Comprehensive 3D SR",
+    ):
         assert text in output, text
     received = sorted((workdir / "pacs").glob("*.dcm"))
     assert len(received) == 2
@@ -46,8 +54,17 @@ def test_jobs_table_and_show(demo_run: tuple[str, Path]) -> None:
     assert "ct-anatomy" in listing.output and "delivered" in listing.output
     show = runner.invoke(app, ["jobs", "--database-url", url, "show", "1"])
     assert show.exit_code == 0, show.output
-    for text in ("History", "job_queued", "job_started", "job_succeeded", "delivery_succeeded", "SEG", "SR",
-                 "profile", "default"):
+    for text in (
+        "History",
+        "job_queued",
+        "job_started",
+        "job_succeeded",
+        "delivery_succeeded",
+        "SEG",
+        "SR",
+        "profile",
+        "default",
+    ):
         assert text in show.output, text
     missing = runner.invoke(app, ["jobs", "--database-url", url, "show", "999"])
     assert missing.exit_code == 1 and "no job 999" in missing.output
@@ -83,12 +100,19 @@ def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
         "routes:\n  - name: ct\n    match: {Modality: CT}\n    pipelines: [ct-anatomy]\n"
     )
     ainode = Path(sys.executable).with_name("ainode")
-    process = subprocess.Popen([str(ainode), "serve", "--config", str(config)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        [str(ainode), "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
     try:
         health = peers.wait_for(
             lambda: httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=2).json(),
-            timeout=60, what="the node's /healthz", ignore=(httpx.HTTPError,),
+            timeout=60,
+            what="the node's /healthz",
+            ignore=(httpx.HTTPError,),
         )
         assert health["status"] == "ok" and health["ae_title"] == "AINODE"
         assert peers.echoscu("127.0.0.1", dicom_port, "AINODE").returncode == 0
@@ -108,15 +132,22 @@ def test_pipelines_lists_configured_bundles(tmp_path: Path) -> None:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "ainode_cli_bundles", Path(__file__).resolve().parent.parent / "pipelines" / "bundles.py")
+        "ainode_cli_bundles", Path(__file__).resolve().parent.parent / "pipelines" / "bundles.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     bundle = module.build_classification_bundle(tmp_path / "cls", steps=1)
     config = tmp_path / "ainode.yaml"
-    config.write_text(f"pipelines:\n  xray-cls:\n    type: monai-bundle\n    path: {bundle.path}\n"
-                      f"    sha256: {bundle.sha256}\n")
+    config.write_text(
+        f"pipelines:\n  xray-cls:\n    type: monai-bundle\n    path: {bundle.path}\n"
+        f"    sha256: {bundle.sha256}\n"
+    )
     result = runner.invoke(app, ["pipelines", "--config", str(config)])
     assert result.exit_code == 0, result.output
-    assert "xray-cls" in result.output and "monai-bundle" in result.output and "ct-anatomy" in result.output
+    assert (
+        "xray-cls" in result.output
+        and "monai-bundle" in result.output
+        and "ct-anatomy" in result.output
+    )

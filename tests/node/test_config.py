@@ -64,13 +64,23 @@ def test_defaults_without_file() -> None:
 @pytest.mark.parametrize(
     ("text", "key"),
     [
-        (EXAMPLE.replace("http_port: 8080", "http_port: 8080\n  colour: blue"), "node.colour: unknown key"),
+        (
+            EXAMPLE.replace("http_port: 8080", "http_port: 8080\n  colour: blue"),
+            "node.colour: unknown key",
+        ),
         (EXAMPLE.replace("dicom_port: 11112", "dicom_port: 99999"), "node.dicom_port"),
         (EXAMPLE.replace("ae_title: AINODE", "ae_title: MUCH-TOO-LONG-AE-TITLE"), "node.ae_title"),
         (EXAMPLE.replace("send_to: [pacs]", "send_to: [archive]"), "unknown destination 'archive'"),
-        (EXAMPLE.replace("match: {Modality: CT}", "match: {Modality: CT, SeriesDescription: '('}"),
-         "routes.0.match.SeriesDescription"),
-        (EXAMPLE.replace("match: {Modality: CT}", "match: {Modalty: CT}"), "routes.0.match.Modalty"),
+        (
+            EXAMPLE.replace(
+                "match: {Modality: CT}", "match: {Modality: CT, SeriesDescription: '('}"
+            ),
+            "routes.0.match.SeriesDescription",
+        ),
+        (
+            EXAMPLE.replace("match: {Modality: CT}", "match: {Modalty: CT}"),
+            "routes.0.match.Modalty",
+        ),
     ],
 )
 def test_wrong_key_or_value_is_named(tmp_path: Path, text: str, key: str) -> None:
@@ -102,11 +112,17 @@ def _sources(**extra: object) -> dict[str, object]:
 
 
 def test_sender_tokens_map_each_token_to_its_source() -> None:
-    settings = load_settings(overrides={"sources": {
-        "pacs": {"dicomweb": _sources(), "api_tokens": [_SENDER]},
-        "archive": {"dimse": {"ae_title": "ARCHIVE", "host": "127.0.0.1", "port": 104},
-                    "api_tokens": ["sender-token-for-the-archive"]},
-    }})
+    settings = load_settings(
+        overrides={
+            "sources": {
+                "pacs": {"dicomweb": _sources(), "api_tokens": [_SENDER]},
+                "archive": {
+                    "dimse": {"ae_title": "ARCHIVE", "host": "127.0.0.1", "port": 104},
+                    "api_tokens": ["sender-token-for-the-archive"],
+                },
+            }
+        }
+    )
     assert settings.sender_tokens == {_SENDER: "pacs", "sender-token-for-the-archive": "archive"}
     assert _SENDER not in settings.api_tokens  # a sender token is not an API token
     assert _SENDER not in repr(settings.sources["pacs"])  # a secret, not printed
@@ -116,11 +132,22 @@ def test_sender_tokens_map_each_token_to_its_source() -> None:
     ("overrides", "message"),
     [
         ({"sources": {"pacs": {"dicomweb": _sources(), "api_tokens": ["short"]}}}, "at least 16"),
-        ({"sources": {"a": {"dicomweb": _sources(), "api_tokens": [_SENDER]},
-                      "b": {"dicomweb": _sources(), "api_tokens": [_SENDER]}}},
-         "sources.b.api_tokens: the same token is also given to source 'a'"),
-        ({"api": {"tokens": [_SENDER]}, "sources": {"pacs": {"dicomweb": _sources(), "api_tokens": [_SENDER]}}},
-         "sources.pacs.api_tokens: a sender token must differ from the API tokens"),
+        (
+            {
+                "sources": {
+                    "a": {"dicomweb": _sources(), "api_tokens": [_SENDER]},
+                    "b": {"dicomweb": _sources(), "api_tokens": [_SENDER]},
+                }
+            },
+            "sources.b.api_tokens: the same token is also given to source 'a'",
+        ),
+        (
+            {
+                "api": {"tokens": [_SENDER]},
+                "sources": {"pacs": {"dicomweb": _sources(), "api_tokens": [_SENDER]}},
+            },
+            "sources.pacs.api_tokens: a sender token must differ from the API tokens",
+        ),
     ],
 )
 def test_sender_tokens_are_checked(overrides: dict[str, object], message: str) -> None:
@@ -129,10 +156,14 @@ def test_sender_tokens_are_checked(overrides: dict[str, object], message: str) -
     assert message in str(info.value)
 
 
-def test_sender_token_must_differ_from_the_environment_api_token(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sender_token_must_differ_from_the_environment_api_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("AINODE_API_TOKEN", _SENDER)
     with pytest.raises(ConfigError, match="must differ from the API tokens"):
-        load_settings(overrides={"sources": {"pacs": {"dicomweb": _sources(), "api_tokens": [_SENDER]}}})
+        load_settings(
+            overrides={"sources": {"pacs": {"dicomweb": _sources(), "api_tokens": [_SENDER]}}}
+        )
 
 
 _DIMSE = {"dimse": {"ae_title": "PACS", "host": "127.0.0.1", "port": 104}}
@@ -154,6 +185,8 @@ def test_source_and_destination_names_are_checked(section: str, name: str) -> No
 
 
 def test_a_bad_destination_name_in_a_file_is_named(tmp_path: Path) -> None:
-    text = EXAMPLE.replace("  pacs: {dimse:", "  main pacs: {dimse:").replace("send_to: [pacs]", "send_to: [main pacs]")
+    text = EXAMPLE.replace("  pacs: {dimse:", "  main pacs: {dimse:").replace(
+        "send_to: [pacs]", "send_to: [main pacs]"
+    )
     with pytest.raises(ConfigError, match="destinations: Value error, name 'main pacs'"):
         load_settings(_write(tmp_path, text))

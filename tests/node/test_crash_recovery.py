@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import peers
 import pytest
 
-import peers
 from node.db.engine import make_engine
 from node.db.models import InstanceStatus, JobState
 from node.db.store import AuditStore
@@ -23,12 +23,19 @@ TESTS = Path(__file__).resolve().parent.parent
 def _serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
     ainode = Path(sys.executable).with_name("ainode")
     # the project root before tests/, or tests/dicom_sr would shadow the dicom_sr package
-    path = os.pathsep.join(p for p in (str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
+    path = os.pathsep.join(
+        p for p in (str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")) if p
+    )
     env = os.environ | {"PYTHONPATH": path, "AINODE_TEST_SLOW_SECONDS": "4"}
     with open(log, "ab") as out:
         # its own session: kill -9 takes the node and its workers, like a container stop
-        return subprocess.Popen([str(ainode), "serve", "--config", str(config)], stdout=out,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return subprocess.Popen(
+            [str(ainode), "serve", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
 
 
 def test_kill_9_during_a_job_loses_nothing(tmp_path: Path, chest_phantom: object) -> None:
@@ -45,21 +52,30 @@ def test_kill_9_during_a_job_loses_nothing(tmp_path: Path, chest_phantom: object
     process = _serve(config, log)
     store = AuditStore(make_engine(f"sqlite:///{tmp_path / 'data' / 'ainode.db'}"))
     try:
-        peers.wait_for(lambda: peers.echoscu("127.0.0.1", dicom_port, "AINODE").returncode == 0,
-                       timeout=60, what="the node to listen")
+        peers.wait_for(
+            lambda: peers.echoscu("127.0.0.1", dicom_port, "AINODE").returncode == 0,
+            timeout=60,
+            what="the node to listen",
+        )
         datasets = chest_phantom.datasets  # type: ignore[attr-defined]
         send_datasets(datasets, "127.0.0.1", dicom_port, "AINODE", "CRASHTEST")
-        peers.wait_for(lambda: [j for j in store.list_jobs() if j.state is JobState.RUNNING],
-                       timeout=60, what="the job to run")
+        peers.wait_for(
+            lambda: [j for j in store.list_jobs() if j.state is JobState.RUNNING],
+            timeout=60,
+            what="the job to run",
+        )
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
         [job] = store.list_jobs()
         assert job.state is JobState.RUNNING  # what a dead node leaves behind
 
         process = _serve(config, log)
+
         def finished() -> object:
             jobs = store.list_jobs()
-            return jobs[0] if jobs and jobs[0].state in (JobState.SUCCEEDED, JobState.FAILED) else None
+            return (
+                jobs[0] if jobs and jobs[0].state in (JobState.SUCCEEDED, JobState.FAILED) else None
+            )
 
         job = peers.wait_for(finished, timeout=120, what="the job to finish after restart")
     finally:

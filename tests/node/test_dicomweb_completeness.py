@@ -22,13 +22,22 @@ def orthanc() -> Iterator[peers.Orthanc]:
         yield server
 
 
-def _node(make_node: Callable[..., Any], url: str, orthanc: peers.Orthanc, how: str, max_wait: float) -> Any:
+def _node(
+    make_node: Callable[..., Any], url: str, orthanc: peers.Orthanc, how: str, max_wait: float
+) -> Any:
     if how == "qido" and not orthanc.has_dicomweb:
         pytest.skip("Orthanc's DICOMweb plugin is not installed")
-    source = ({"dimse": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}}
-              if how == "c-find" else {"dicomweb": {"url": orthanc.dicomweb_url}, "calling_ae_titles": [orthanc.aet]})
-    node = make_node(url, sources={"pacs": source}, completeness={"max_wait_seconds": max_wait},
-                     node={"study_stable_seconds": 0.5})
+    source = (
+        {"dimse": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}}
+        if how == "c-find"
+        else {"dicomweb": {"url": orthanc.dicomweb_url}, "calling_ae_titles": [orthanc.aet]}
+    )
+    node = make_node(
+        url,
+        sources={"pacs": source},
+        completeness={"max_wait_seconds": max_wait},
+        node={"study_stable_seconds": 0.5},
+    )
     orthanc.add_modality("ainode", "AINODE", "127.0.0.1", node.dicom_port)
     return node
 
@@ -38,44 +47,69 @@ def _send(orthanc: peers.Orthanc, ids: list[str]) -> None:
 
 
 @pytest.mark.parametrize("how", ["c-find", "qido"])
-def test_waits_for_the_rest_of_the_study(how: str, sqlite_url: str, make_node: Callable[..., Any],
-                                         orthanc: peers.Orthanc, chest_phantom: Any) -> None:
+def test_waits_for_the_rest_of_the_study(
+    how: str,
+    sqlite_url: str,
+    make_node: Callable[..., Any],
+    orthanc: peers.Orthanc,
+    chest_phantom: Any,
+) -> None:
     node = _node(make_node, sqlite_url, orthanc, how, max_wait=120)
     ids = [orthanc.upload(ds) for ds in chest_phantom.datasets]
     study_uid = str(chest_phantom.datasets[0].StudyInstanceUID)
     _send(orthanc, ids[:40])
-    [wait] = peers.wait_for(lambda: node.store.events(study_uid, kind="completeness_wait"), timeout=30,
-                            what="the node to notice the study is incomplete")
+    [wait] = peers.wait_for(
+        lambda: node.store.events(study_uid, kind="completeness_wait"),
+        timeout=30,
+        what="the node to notice the study is incomplete",
+    )
     assert "reports 64 instances" in (wait.detail or "") and "node holds 40" in (wait.detail or "")
-    assert node.store.events(study_uid, kind="study_complete") == []  # quiet, but not complete: no analysis
+    assert (
+        node.store.events(study_uid, kind="study_complete") == []
+    )  # quiet, but not complete: no analysis
     _send(orthanc, ids[40:])
-    [done] = peers.wait_for(lambda: node.store.events(study_uid, kind="study_complete"), timeout=30,
-                            what="the study to be complete")
-    assert "complete by evidence" in (done.detail or "") and "64 new instances" in (done.detail or "")
+    [done] = peers.wait_for(
+        lambda: node.store.events(study_uid, kind="study_complete"),
+        timeout=30,
+        what="the study to be complete",
+    )
+    assert "complete by evidence" in (done.detail or "") and "64 new instances" in (
+        done.detail or ""
+    )
     # the audit record names the configured source that sent each instance (known by its AE title)
     assert {i.sender for i in node.store.instances(study_uid)} == {"pacs"}
 
 
-def test_bounded_wait_then_analyse_what_arrived(sqlite_url: str, make_node: Callable[..., Any],
-                                                orthanc: peers.Orthanc, chest_phantom: Any) -> None:
+def test_bounded_wait_then_analyse_what_arrived(
+    sqlite_url: str, make_node: Callable[..., Any], orthanc: peers.Orthanc, chest_phantom: Any
+) -> None:
     node = _node(make_node, sqlite_url, orthanc, "c-find", max_wait=2)
     ids = [orthanc.upload(ds) for ds in chest_phantom.datasets]
     study_uid = str(chest_phantom.datasets[0].StudyInstanceUID)
     _send(orthanc, ids[:10])
-    [done] = peers.wait_for(lambda: node.store.events(study_uid, kind="study_complete"), timeout=30,
-                            what="the bounded wait to end")
-    assert "INCOMPLETE after waiting" in (done.detail or "") and "54 instances missing" in (done.detail or "")
+    [done] = peers.wait_for(
+        lambda: node.store.events(study_uid, kind="study_complete"),
+        timeout=30,
+        what="the bounded wait to end",
+    )
+    assert "INCOMPLETE after waiting" in (done.detail or "") and "54 instances missing" in (
+        done.detail or ""
+    )
 
 
-def test_unconfigured_sender_uses_the_quiet_period(sqlite_url: str, make_node: Callable[..., Any],
-                                                   orthanc: peers.Orthanc, chest_phantom: Any) -> None:
+def test_unconfigured_sender_uses_the_quiet_period(
+    sqlite_url: str, make_node: Callable[..., Any], orthanc: peers.Orthanc, chest_phantom: Any
+) -> None:
     node = make_node(sqlite_url, node={"study_stable_seconds": 0.5})
     orthanc.add_modality("ainode", "AINODE", "127.0.0.1", node.dicom_port)
     ids = [orthanc.upload(ds) for ds in chest_phantom.datasets[:5]]
     _send(orthanc, ids)
     study_uid = str(chest_phantom.datasets[0].StudyInstanceUID)
-    [done] = peers.wait_for(lambda: node.store.events(study_uid, kind="study_complete"), timeout=30,
-                            what="the study to be complete")
+    [done] = peers.wait_for(
+        lambda: node.store.events(study_uid, kind="study_complete"),
+        timeout=30,
+        what="the study to be complete",
+    )
     assert "evidence" not in (done.detail or "")
 
 
@@ -96,12 +130,29 @@ def test_late_series_policy(policy: str, expected: int, tmp_path: Any) -> None:
     def series() -> str:
         uid = generate_uid()
         for _ in range(2):
-            store.record_instance(ReceivedInstance(generate_uid(), "1.2.840.10008.5.1.4.1.1.2", study, uid, "CT",
-                                                   None, None, None, "1.2.840.10008.1.2.1", None, "dimse", 1,
-                                                   generate_uid()[-32:], "/x"))
+            store.record_instance(
+                ReceivedInstance(
+                    generate_uid(),
+                    "1.2.840.10008.5.1.4.1.1.2",
+                    study,
+                    uid,
+                    "CT",
+                    None,
+                    None,
+                    None,
+                    "1.2.840.10008.1.2.1",
+                    None,
+                    "dimse",
+                    1,
+                    generate_uid()[-32:],
+                    "/x",
+                )
+            )
         return uid
 
-    route = Route(name="ct", match={"Modality": "CT"}, pipelines=("ct-anatomy",), late_series=policy)
+    route = Route(
+        name="ct", match={"Modality": "CT"}, pipelines=("ct-anatomy",), late_series=policy
+    )
     assembler = StudyAssembler(store, [route], 1, lambda _name: ("1", None))
     first = series()
     assert len(assembler.assemble(study)) == 1
@@ -117,7 +168,10 @@ def test_late_series_policy(policy: str, expected: int, tmp_path: Any) -> None:
         assert "late_series: rerun" in (store.events(study, kind="study_complete")[-1].detail or "")
         # the earlier job of that series is replaced: still queued, so cancelled, and audited
         assert superseded.superseded_by_job_id == replacing
-        assert superseded.state.value == "cancelled" and f"superseded by job {replacing}" in superseded.error
+        assert (
+            superseded.state.value == "cancelled"
+            and f"superseded by job {replacing}" in superseded.error
+        )
         assert [e.job_id for e in store.events(study, kind="job_superseded")] == [first_job.id]
     else:
         assert superseded.superseded_by_job_id is None and superseded.state.value == "queued"

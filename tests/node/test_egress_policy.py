@@ -11,14 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import peers
 import pytest
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
-import peers
 from node.db.models import DeliveryState, JobState
 from node.scu import send_datasets
 
-SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.22"}
+SR_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.88.34",
+    "1.2.840.10008.5.1.4.1.1.88.33",
+    "1.2.840.10008.5.1.4.1.1.88.22",
+}
 
 
 @pytest.fixture
@@ -32,7 +36,9 @@ def picky_pacs() -> Iterator[dict[str, Any]]:
 
     ae = AE(ae_title="PICKY")
     ae.supported_contexts = AllStoragePresentationContexts
-    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    server = ae.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
     try:
         yield {"port": server.server_address[1], "received": received}
     finally:
@@ -43,9 +49,21 @@ def test_refused_object_is_not_retried_and_accepted_one_not_resent(
     make_node: Callable[..., Any], sqlite_url: str, chest_phantom: Any, picky_pacs: dict[str, Any]
 ) -> None:
     node = make_node(
-        sqlite_url, http=False,
-        destinations={"picky": {"dimse": {"ae_title": "PICKY", "host": "127.0.0.1", "port": picky_pacs["port"]}}},
-        routes=[{"name": "ct", "match": {"Modality": "CT"}, "pipelines": ["ct-anatomy"], "send_to": ["picky"]}],
+        sqlite_url,
+        http=False,
+        destinations={
+            "picky": {
+                "dimse": {"ae_title": "PICKY", "host": "127.0.0.1", "port": picky_pacs["port"]}
+            }
+        },
+        routes=[
+            {
+                "name": "ct",
+                "match": {"Modality": "CT"},
+                "pipelines": ["ct-anatomy"],
+                "send_to": ["picky"],
+            }
+        ],
         egress={"max_attempts": 5, "backoff_initial_seconds": 0.1, "backoff_max_seconds": 0.2},
     )
     send_datasets(chest_phantom.datasets, "127.0.0.1", node.dicom_port, "AINODE", "TESTSCU")

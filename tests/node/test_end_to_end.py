@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import highdicom as hd
+import peers
 import pytest
 from pydicom.sr.codedict import codes
 
-import peers
 from node.db.models import DeliveryState, InstanceStatus, JobState
 
 pytestmark = pytest.mark.slow
@@ -29,12 +29,29 @@ def orthanc() -> Iterator[peers.Orthanc]:
         yield server
 
 
-def _node_for(make_node: Callable[..., Any], database_url: str, orthanc: peers.Orthanc, **extra: Any) -> Any:
+def _node_for(
+    make_node: Callable[..., Any], database_url: str, orthanc: peers.Orthanc, **extra: Any
+) -> Any:
     node = make_node(
         database_url,
-        destinations={"pacs": {"dimse": {"ae_title": orthanc.aet, "host": "127.0.0.1",
-                                         "port": orthanc.dicom_port, "timeout_seconds": 10}}},
-        routes=[{"name": "ct", "match": {"Modality": "CT"}, "pipelines": ["ct-anatomy"], "send_to": ["pacs"]}],
+        destinations={
+            "pacs": {
+                "dimse": {
+                    "ae_title": orthanc.aet,
+                    "host": "127.0.0.1",
+                    "port": orthanc.dicom_port,
+                    "timeout_seconds": 10,
+                }
+            }
+        },
+        routes=[
+            {
+                "name": "ct",
+                "match": {"Modality": "CT"},
+                "pipelines": ["ct-anatomy"],
+                "send_to": ["pacs"],
+            }
+        ],
         **extra,
     )
     orthanc.add_modality("ainode", "AINODE", "127.0.0.1", node.dicom_port)
@@ -50,7 +67,9 @@ def _send_study_via_orthanc(orthanc: peers.Orthanc, datasets: list[Any]) -> str:
     return study_uid
 
 
-def _results_in_orthanc(orthanc: peers.Orthanc, study_uid: str, timeout: float = 180) -> dict[str, Any]:
+def _results_in_orthanc(
+    orthanc: peers.Orthanc, study_uid: str, timeout: float = 180
+) -> dict[str, Any]:
     def both() -> dict[str, Any] | None:
         found = {}
         for modality in ("SEG", "SR"):
@@ -63,7 +82,9 @@ def _results_in_orthanc(orthanc: peers.Orthanc, study_uid: str, timeout: float =
 
 
 def _volumes_from_sr(sr_dataset: Any) -> dict[str, float]:
-    report = hd.sr.MeasurementReport.from_sequence(hd.sr.Comprehensive3DSR.from_dataset(sr_dataset).content)
+    report = hd.sr.MeasurementReport.from_sequence(
+        hd.sr.Comprehensive3DSR.from_dataset(sr_dataset).content
+    )
     volumes = {}
     for group in report.get_volumetric_roi_measurement_groups():
         for m in group.get_measurements(name=codes.SCT.Volume):
@@ -72,7 +93,11 @@ def _volumes_from_sr(sr_dataset: Any) -> dict[str, float]:
 
 
 def test_orthanc_study_comes_back_with_seg_and_sr(
-    database_url: str, make_node: Callable[..., Any], orthanc: peers.Orthanc, chest_phantom: Any, tmp_path: Path
+    database_url: str,
+    make_node: Callable[..., Any],
+    orthanc: peers.Orthanc,
+    chest_phantom: Any,
+    tmp_path: Path,
 ) -> None:
     node = _node_for(make_node, database_url, orthanc)
     study_uid = _send_study_via_orthanc(orthanc, chest_phantom.datasets)
@@ -82,7 +107,9 @@ def test_orthanc_study_comes_back_with_seg_and_sr(
     # -- the SEG: same study, references the source series, coded segments
     source_series = str(chest_phantom.datasets[0].SeriesInstanceUID)
     seg = hd.seg.Segmentation.from_dataset(seg_ds)
-    assert seg.StudyInstanceUID == study_uid and seg.PatientID == chest_phantom.datasets[0].PatientID
+    assert (
+        seg.StudyInstanceUID == study_uid and seg.PatientID == chest_phantom.datasets[0].PatientID
+    )
     assert seg.SeriesDescription == "AI ct-anatomy SEG"
     assert seg.SegmentationType == "BINARY"
     labels = {seg.get_segment_description(n).SegmentLabel.lower() for n in seg.segment_numbers}
@@ -108,21 +135,36 @@ def test_orthanc_study_comes_back_with_seg_and_sr(
     # -- the audit trail of the whole path
     instances = node.store.instances(study_uid)
     assert len(instances) == len(chest_phantom.datasets)
-    assert all(i.status is InstanceStatus.STORED and i.calling_ae_title == orthanc.aet for i in instances)
-    job = peers.wait_for(lambda: next((j for j in node.store.list_jobs() if j.state is JobState.DELIVERED), None),
-                         what="job delivered")
+    assert all(
+        i.status is InstanceStatus.STORED and i.calling_ae_title == orthanc.aet for i in instances
+    )
+    job = peers.wait_for(
+        lambda: next((j for j in node.store.list_jobs() if j.state is JobState.DELIVERED), None),
+        what="job delivered",
+    )
     full = node.store.get_job(job.id)
     assert full is not None
     job, deliveries, attempts = full
     assert job.pipeline_name == "ct-anatomy" and job.pipeline_version
     assert len(job.inputs) == len(chest_phantom.datasets)
     assert sorted(o.kind for o in job.outputs) == ["SEG", "SR"]
-    assert {o.sop_instance_uid for o in job.outputs} == {seg_ds.SOPInstanceUID, sr_ds.SOPInstanceUID}
-    assert job.result_uids["SEG"]["sop_instance_uid"] == seg_ds.SOPInstanceUID  # minted before sending
+    assert {o.sop_instance_uid for o in job.outputs} == {
+        seg_ds.SOPInstanceUID,
+        sr_ds.SOPInstanceUID,
+    }
+    assert (
+        job.result_uids["SEG"]["sop_instance_uid"] == seg_ds.SOPInstanceUID
+    )  # minted before sending
     assert [d.state for d in deliveries] == [DeliveryState.SUCCEEDED]
     assert all(a.succeeded and a.dimse_status == 0 for a in attempts) and len(attempts) == 2
     kinds = [e.kind for e in node.store.events(study_uid)]
-    for expected in ("study_complete", "job_queued", "job_started", "job_succeeded", "delivery_succeeded"):
+    for expected in (
+        "study_complete",
+        "job_queued",
+        "job_started",
+        "job_succeeded",
+        "delivery_succeeded",
+    ):
         assert expected in kinds
 
 
@@ -132,10 +174,27 @@ def test_destination_down_is_retried_and_recorded(
     dead_port = peers.free_port()
     node = make_node(
         sqlite_url,
-        destinations={"down": {"dimse": {"ae_title": "NOBODY", "host": "127.0.0.1", "port": dead_port,
-                                         "timeout_seconds": 2}},
-                      "pacs": {"dimse": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}}},
-        routes=[{"name": "ct", "match": {"Modality": "CT"}, "pipelines": ["ct-anatomy"], "send_to": ["down", "pacs"]}],
+        destinations={
+            "down": {
+                "dimse": {
+                    "ae_title": "NOBODY",
+                    "host": "127.0.0.1",
+                    "port": dead_port,
+                    "timeout_seconds": 2,
+                }
+            },
+            "pacs": {
+                "dimse": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+            },
+        },
+        routes=[
+            {
+                "name": "ct",
+                "match": {"Modality": "CT"},
+                "pipelines": ["ct-anatomy"],
+                "send_to": ["down", "pacs"],
+            }
+        ],
         egress={"max_attempts": 3, "backoff_initial_seconds": 0.2, "backoff_max_seconds": 1},
     )
     orthanc.add_modality("ainode", "AINODE", "127.0.0.1", node.dicom_port)
@@ -169,22 +228,43 @@ def test_reformats_reach_the_pacs_as_derived_series(
 
     node = make_node(
         sqlite_url,
-        destinations={"pacs": {"dimse": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}}},
-        routes=[{"name": "mpr", "match": {"Modality": "CT"}, "pipelines": ["reformat"], "send_to": ["pacs"]}],
+        destinations={
+            "pacs": {
+                "dimse": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+            }
+        },
+        routes=[
+            {
+                "name": "mpr",
+                "match": {"Modality": "CT"},
+                "pipelines": ["reformat"],
+                "send_to": ["pacs"],
+            }
+        ],
     )
     orthanc.add_modality("ainode", "AINODE", "127.0.0.1", node.dicom_port)
     send_datasets(chest_phantom.datasets, "127.0.0.1", node.dicom_port, "AINODE", "TESTSCU")
-    job = peers.wait_for(lambda: next((j for j in node.store.list_jobs() if j.state is JobState.DELIVERED), None),
-                         timeout=180, what="reformat job delivered")
+    job = peers.wait_for(
+        lambda: next((j for j in node.store.list_jobs() if j.state is JobState.DELIVERED), None),
+        timeout=180,
+        what="reformat job delivered",
+    )
     found = node.store.get_job(job.id)
     assert found is not None
     kinds = {o.kind for o in found[0].outputs}
     assert kinds == {"DERIVED"}  # sent although the destination's formats are [seg, sr]
     study_uid = str(chest_phantom.datasets[0].StudyInstanceUID)
     series = orthanc.find("Series", {"StudyInstanceUID": study_uid}, expand=True)
-    derived = [s for s in series if s["MainDicomTags"].get("SeriesDescription", "").startswith("AI reformat")
-               or "reformat" in s["MainDicomTags"].get("SeriesDescription", "").lower()]
+    derived = [
+        s
+        for s in series
+        if s["MainDicomTags"].get("SeriesDescription", "").startswith("AI reformat")
+        or "reformat" in s["MainDicomTags"].get("SeriesDescription", "").lower()
+    ]
     assert len(derived) >= 2, [s["MainDicomTags"].get("SeriesDescription") for s in series]
     some = orthanc.get_instance_dataset(derived[0]["Instances"][0])
     assert some.Modality == "CT" and some.ImageType[2] in ("REFORMATTED", "MIP")
-    assert some.StudyInstanceUID == study_uid and some.FrameOfReferenceUID == chest_phantom.datasets[0].FrameOfReferenceUID
+    assert (
+        some.StudyInstanceUID == study_uid
+        and some.FrameOfReferenceUID == chest_phantom.datasets[0].FrameOfReferenceUID
+    )

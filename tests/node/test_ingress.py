@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import peers
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -17,7 +18,6 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
-import peers
 from node.db.models import InstanceStatus
 from node.dimse import StoreStatus
 
@@ -51,7 +51,9 @@ def test_echoscu(node: Any) -> None:
 
 def test_echo_to_wrong_called_ae_is_rejected_and_audited(node: Any) -> None:
     assert peers.echoscu("127.0.0.1", node.dicom_port, "NOTME").returncode != 0
-    [event] = peers.wait_for(lambda: node.store.events(kind="association_rejected"), what="rejection audited")
+    [event] = peers.wait_for(
+        lambda: node.store.events(kind="association_rejected"), what="rejection audited"
+    )
     assert "'NOTME'" in (event.detail or "") and event.calling_ae_title == "ECHOSCU"
     assert peers.echoscu("127.0.0.1", node.dicom_port, "AINODE").returncode == 0
 
@@ -127,8 +129,10 @@ def test_dataset_not_matching_request_is_refused(
     ds = dcmread(_file("CT_small.dcm"))
     body = io.BytesIO()
     ds.save_as(body, enforce_file_format=True)
-    dataset_bytes = body.getvalue()[132 + len(_meta_bytes(ds)):]
-    status = _send_raw(node.dicom_port, _raw_part10(tmp_path, generate_uid(), dataset_bytes), monkeypatch)
+    dataset_bytes = body.getvalue()[132 + len(_meta_bytes(ds)) :]
+    status = _send_raw(
+        node.dicom_port, _raw_part10(tmp_path, generate_uid(), dataset_bytes), monkeypatch
+    )
     assert status == StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
     assert node.store.instances()[0].status is InstanceStatus.REJECTED
 
@@ -153,7 +157,9 @@ def test_unknown_sop_class_is_refused_at_negotiation_and_audited(node: Any) -> N
     finally:
         assoc.release()
     assert accepted == {CTImageStorage} and rejected == {private}
-    events = peers.wait_for(lambda: node.store.events(kind="contexts_refused"), what="audit of refused context")
+    events = peers.wait_for(
+        lambda: node.store.events(kind="contexts_refused"), what="audit of refused context"
+    )
     assert private in (events[0].detail or "") and events[0].calling_ae_title == "PRIVATE"
     test_echoscu(node)
 
@@ -171,7 +177,9 @@ def test_full_disk_answers_out_of_resources(make_node: Callable[..., Any], sqlit
         assoc.release()
     assert status == StoreStatus.OUT_OF_RESOURCES
     [row] = node.store.instances()
-    assert row.status is InstanceStatus.REJECTED and row.dimse_status == StoreStatus.OUT_OF_RESOURCES
+    assert (
+        row.status is InstanceStatus.REJECTED and row.dimse_status == StoreStatus.OUT_OF_RESOURCES
+    )
     assert "free-space" in (row.error or "") and row.sop_instance_uid == ds.SOPInstanceUID
     assert not list((Path(node.storage_dir) / "spool").rglob("*.dcm"))
     test_echoscu(node)

@@ -6,16 +6,23 @@ from collections.abc import Callable
 from copy import deepcopy
 from typing import Any
 
+import peers
 import pytest
 from pydicom.dataset import Dataset
 
-import peers
 from node.db.models import JobState
 from node.scu import send_datasets
 
 
 def _route(*pipelines: str, send_to: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    return [{"name": "ct", "match": {"Modality": "CT"}, "pipelines": list(pipelines), "send_to": list(send_to)}]
+    return [
+        {
+            "name": "ct",
+            "match": {"Modality": "CT"},
+            "pipelines": list(pipelines),
+            "send_to": list(send_to),
+        }
+    ]
 
 
 def _send(node: Any, datasets: list[Dataset]) -> None:
@@ -36,10 +43,16 @@ def test_failing_pipelines_fail_alone(
     make_node: Callable[..., Any], sqlite_url: str, chest_phantom: Any
 ) -> None:
     node = make_node(
-        sqlite_url, http=False,
+        sqlite_url,
+        http=False,
         node={"job_timeout_seconds": 8, "workers": 1},
-        routes=_route("faulty_pipelines:Raises", "faulty_pipelines:Buggy", "faulty_pipelines:Crashes",
-                      "faulty_pipelines:Hangs", "ct-anatomy"),
+        routes=_route(
+            "faulty_pipelines:Raises",
+            "faulty_pipelines:Buggy",
+            "faulty_pipelines:Crashes",
+            "faulty_pipelines:Hangs",
+            "ct-anatomy",
+        ),
     )
     _send(node, chest_phantom.datasets)
     jobs = {j.pipeline_name: j for j in _settled(node, 5)}
@@ -47,14 +60,18 @@ def test_failing_pipelines_fail_alone(
     assert "pipeline error: KeyError" in (jobs["faulty_pipelines:Buggy"].error or "")
     assert "worker process died" in (jobs["faulty_pipelines:Crashes"].error or "")
     assert "timeout" in (jobs["faulty_pipelines:Hangs"].error or "")
-    assert jobs["ct-anatomy"].state is JobState.SUCCEEDED  # after a crash and a kill, the pool recovered
+    assert (
+        jobs["ct-anatomy"].state is JobState.SUCCEEDED
+    )  # after a crash and a kill, the pool recovered
     failed = [j for j in jobs.values() if j.state is JobState.FAILED]
     assert len(failed) == 4
     events = node.store.events(kind="job_failed")
     assert len(events) == 4
 
 
-def test_unusable_input_fails_with_a_reason(make_node: Callable[..., Any], sqlite_url: str, chest_phantom: Any) -> None:
+def test_unusable_input_fails_with_a_reason(
+    make_node: Callable[..., Any], sqlite_url: str, chest_phantom: Any
+) -> None:
     node = make_node(sqlite_url, http=False, routes=_route("ct-anatomy"))
     broken = []
     for ds in chest_phantom.datasets[:5]:
@@ -72,8 +89,11 @@ def test_restart_requeues_interrupted_jobs(
 ) -> None:
     node = make_node(sqlite_url, http=False, routes=_route("faulty_pipelines:Hangs"))
     _send(node, chest_phantom.datasets[:3])
-    peers.wait_for(lambda: [j for j in node.store.list_jobs() if j.state is JobState.RUNNING],
-                   timeout=60, what="the job to start")
+    peers.wait_for(
+        lambda: [j for j in node.store.list_jobs() if j.state is JobState.RUNNING],
+        timeout=60,
+        what="the job to start",
+    )
     node.stop()  # the running job is interrupted and goes back to the queue
     [job] = node.store.list_jobs()
     assert job.state is JobState.QUEUED
@@ -81,12 +101,19 @@ def test_restart_requeues_interrupted_jobs(
     assert "job_requeued" in kinds
     # a new node on the same database picks the job up again (here it hangs again: we only check the pick-up)
     again = make_node(sqlite_url, http=False, routes=_route("faulty_pipelines:Hangs"))
-    peers.wait_for(lambda: again.store.list_jobs()[0].attempts == 2, timeout=60, what="the job to be retried")
+    peers.wait_for(
+        lambda: again.store.list_jobs()[0].attempts == 2, timeout=60, what="the job to be retried"
+    )
 
 
-def test_series_without_route_is_recorded(make_node: Callable[..., Any], sqlite_url: str, chest_phantom: Any) -> None:
-    node = make_node(sqlite_url, http=False,
-                     routes=[{"name": "mr", "match": {"Modality": "MR"}, "pipelines": ["ct-anatomy"]}])
+def test_series_without_route_is_recorded(
+    make_node: Callable[..., Any], sqlite_url: str, chest_phantom: Any
+) -> None:
+    node = make_node(
+        sqlite_url,
+        http=False,
+        routes=[{"name": "mr", "match": {"Modality": "MR"}, "pipelines": ["ct-anatomy"]}],
+    )
     _send(node, chest_phantom.datasets[:2])
     events = peers.wait_for(lambda: node.store.events(kind="no_route"), what="no_route event")
     assert chest_phantom.datasets[0].SeriesInstanceUID in (events[0].detail or "")
@@ -94,14 +121,18 @@ def test_series_without_route_is_recorded(make_node: Callable[..., Any], sqlite_
 
 
 @pytest.mark.parametrize("pipeline", ["no-such-pipeline", "faulty_pipelines:Nope"])
-def test_unknown_pipeline_is_a_start_up_error(make_node: Callable[..., Any], sqlite_url: str, pipeline: str) -> None:
+def test_unknown_pipeline_is_a_start_up_error(
+    make_node: Callable[..., Any], sqlite_url: str, pipeline: str
+) -> None:
     from node.errors import ConfigError
 
     with pytest.raises(ConfigError, match="route 'ct'"):
         make_node(sqlite_url, http=False, routes=_route(pipeline))
 
 
-def test_late_instances_start_a_new_job(make_node: Callable[..., Any], sqlite_url: str, chest_phantom: Any) -> None:
+def test_late_instances_start_a_new_job(
+    make_node: Callable[..., Any], sqlite_url: str, chest_phantom: Any
+) -> None:
     node = make_node(sqlite_url, http=False, routes=_route("ct-anatomy"))
     first, late = chest_phantom.datasets[:40], chest_phantom.datasets[40:]
     _send(node, first)
@@ -114,7 +145,9 @@ def test_late_instances_start_a_new_job(make_node: Callable[..., Any], sqlite_ur
     assert found is not None
     # the series is analysed again as a whole: nothing is silently dropped
     assert len(found[0].inputs) == len(chest_phantom.datasets)
-    assert job2.result_uids["SEG"]["sop_instance_uid"] != job1.result_uids["SEG"]["sop_instance_uid"]
+    assert (
+        job2.result_uids["SEG"]["sop_instance_uid"] != job1.result_uids["SEG"]["sop_instance_uid"]
+    )
     assert [e.kind for e in node.store.events(kind="study_complete")] == ["study_complete"] * 2
 
 
@@ -134,13 +167,25 @@ def _bundles_module() -> Any:
 
 
 def test_configured_monai_bundle_runs_through_the_node(
-    make_node: Callable[..., Any], sqlite_url: str, chest_phantom: Any, tmp_path_factory: pytest.TempPathFactory
+    make_node: Callable[..., Any],
+    sqlite_url: str,
+    chest_phantom: Any,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    bundle = _bundles_module().build_segmentation_bundle(tmp_path_factory.mktemp("bundle"), steps=20)
+    bundle = _bundles_module().build_segmentation_bundle(
+        tmp_path_factory.mktemp("bundle"), steps=20
+    )
     node = make_node(
-        sqlite_url, http=False,
-        pipelines={"lesion-bundle": {"type": "monai-bundle", "path": str(bundle.path), "sha256": bundle.sha256,
-                                     "label_map": str(bundle.label_map)}},
+        sqlite_url,
+        http=False,
+        pipelines={
+            "lesion-bundle": {
+                "type": "monai-bundle",
+                "path": str(bundle.path),
+                "sha256": bundle.sha256,
+                "label_map": str(bundle.label_map),
+            }
+        },
         routes=_route("lesion-bundle"),
     )
     _send(node, chest_phantom.datasets)
@@ -157,15 +202,30 @@ def test_configured_bundle_with_wrong_checksum_is_a_start_up_error(
 
     bundle = _bundles_module().build_segmentation_bundle(tmp_path_factory.mktemp("bundle"), steps=1)
     with pytest.raises(ConfigError, match="lesion-bundle"):
-        make_node(sqlite_url, http=False,
-                  pipelines={"lesion-bundle": {"type": "monai-bundle", "path": str(bundle.path),
-                                               "sha256": "0" * 64, "label_map": str(bundle.label_map)}},
-                  routes=_route("lesion-bundle"))
+        make_node(
+            sqlite_url,
+            http=False,
+            pipelines={
+                "lesion-bundle": {
+                    "type": "monai-bundle",
+                    "path": str(bundle.path),
+                    "sha256": "0" * 64,
+                    "label_map": str(bundle.label_map),
+                }
+            },
+            routes=_route("lesion-bundle"),
+        )
 
 
-def test_memory_blow_up_fails_only_that_job(make_node: Callable[..., Any], sqlite_url: str, chest_phantom: Any) -> None:
-    node = make_node(sqlite_url, http=False, node={"worker_memory_limit_mb": 3072},
-                     routes=_route("faulty_pipelines:Hog", "ct-anatomy"))
+def test_memory_blow_up_fails_only_that_job(
+    make_node: Callable[..., Any], sqlite_url: str, chest_phantom: Any
+) -> None:
+    node = make_node(
+        sqlite_url,
+        http=False,
+        node={"worker_memory_limit_mb": 3072},
+        routes=_route("faulty_pipelines:Hog", "ct-anatomy"),
+    )
     _send(node, chest_phantom.datasets)
     jobs = {j.pipeline_name: j for j in _settled(node, 2)}
     assert jobs["faulty_pipelines:Hog"].state is JobState.FAILED

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import peers
 import pytest
 
-import peers
 from node.db.models import JobState
 
 pytestmark = pytest.mark.slow
@@ -41,30 +41,56 @@ def test_rerun_withdraws_the_earlier_results(
     with peers.Orthanc() as orthanc:
         node = make_node(
             database_url,
-            destinations={"pacs": {"dimse": {"ae_title": orthanc.aet, "host": "127.0.0.1",
-                                             "port": orthanc.dicom_port}}},
-            routes=[{"name": "ct", "match": {"Modality": "CT"}, "pipelines": ["ct-anatomy"],
-                     "send_to": ["pacs"], "late_series": "rerun"}],
+            destinations={
+                "pacs": {
+                    "dimse": {
+                        "ae_title": orthanc.aet,
+                        "host": "127.0.0.1",
+                        "port": orthanc.dicom_port,
+                    }
+                }
+            },
+            routes=[
+                {
+                    "name": "ct",
+                    "match": {"Modality": "CT"},
+                    "pipelines": ["ct-anatomy"],
+                    "send_to": ["pacs"],
+                    "late_series": "rerun",
+                }
+            ],
         )
         orthanc.add_modality("ainode", "AINODE", "127.0.0.1", node.dicom_port)
         files = _files(tmp_path / "send", chest_phantom.datasets)
         study_uid = str(chest_phantom.datasets[0].StudyInstanceUID)
 
-        peers.storescu("127.0.0.1", node.dicom_port, "AINODE", files[:40], calling_aet="MODALITY", check=True)
-        [first] = peers.wait_for(lambda: _delivered(node, 1), timeout=120, what="the first job delivered")
+        peers.storescu(
+            "127.0.0.1", node.dicom_port, "AINODE", files[:40], calling_aet="MODALITY", check=True
+        )
+        [first] = peers.wait_for(
+            lambda: _delivered(node, 1), timeout=120, what="the first job delivered"
+        )
         first_outputs = {o.sop_instance_uid for o in node.store.get_job(first.id)[0].outputs}
         assert len(first_outputs) == 2  # SEG + SR of 40 slices
 
-        peers.storescu("127.0.0.1", node.dicom_port, "AINODE", files[40:], calling_aet="MODALITY", check=True)
-        _, second = peers.wait_for(lambda: _delivered(node, 2), timeout=120, what="the re-run delivered")
+        peers.storescu(
+            "127.0.0.1", node.dicom_port, "AINODE", files[40:], calling_aet="MODALITY", check=True
+        )
+        _, second = peers.wait_for(
+            lambda: _delivered(node, 2), timeout=120, what="the re-run delivered"
+        )
 
         job, _, _ = node.store.get_job(second.id)
         assert len(job.inputs) == len(files)  # the whole series, analysed again
         assert node.store.get_job(first.id)[0].superseded_by_job_id == second.id
         [superseded] = node.store.events(study_uid, kind="job_superseded")
-        assert superseded.job_id == first.id and f"superseded by job {second.id}" in (superseded.detail or "")
+        assert superseded.job_id == first.id and f"superseded by job {second.id}" in (
+            superseded.detail or ""
+        )
         [note_output] = [o for o in job.outputs if o.kind == "REJECT"]
-        assert note_output.variant == "to:pacs"  # one note per destination, listing what it accepted
+        assert (
+            note_output.variant == "to:pacs"
+        )  # one note per destination, listing what it accepted
         assert set(job.summary["withdrawn"]["pacs"]) == first_outputs
 
         # Orthanc holds both result sets and the rejection note
@@ -72,18 +98,29 @@ def test_rerun_withdraws_the_earlier_results(
         note = orthanc.get_instance_dataset(ko_id)
         assert note.SOPInstanceUID == note_output.sop_instance_uid
         title = note.ConceptNameCodeSequence[0]
-        assert (title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning) == \
-            ("113001", "DCM", "Rejected for Quality Reasons")
-        withdrawn = {item.ReferencedSOPInstanceUID
-                     for study in note.CurrentRequestedProcedureEvidenceSequence
-                     for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+        assert (title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning) == (
+            "113001",
+            "DCM",
+            "Rejected for Quality Reasons",
+        )
+        withdrawn = {
+            item.ReferencedSOPInstanceUID
+            for study in note.CurrentRequestedProcedureEvidenceSequence
+            for series in study.ReferencedSeriesSequence
+            for item in series.ReferencedSOPSequence
+        }
         assert withdrawn == first_outputs  # exactly the first job's objects, none of the new ones
-        assert note.PatientID == chest_phantom.datasets[0].PatientID and note.StudyInstanceUID == study_uid
+        assert (
+            note.PatientID == chest_phantom.datasets[0].PatientID
+            and note.StudyInstanceUID == study_uid
+        )
         assert len(orthanc.find_instances_by_tag(StudyInstanceUID=study_uid, Modality="SEG")) == 2
         peers.assert_dciodvfy_clean(note)
 
 
-def test_a_withdrawn_object_whose_file_is_gone_is_named_by_its_uids(chest_phantom: Any, tmp_path: Path) -> None:
+def test_a_withdrawn_object_whose_file_is_gone_is_named_by_its_uids(
+    chest_phantom: Any, tmp_path: Path
+) -> None:
     """The rejection note needs only UIDs: a result file lost to a disk clean-up does not fail the job."""
     from dicom_sr.identity import DeviceIdentity
     from dicom_sr.kos import write_rejection_note
@@ -91,22 +128,40 @@ def test_a_withdrawn_object_whose_file_is_gone_is_named_by_its_uids(chest_phanto
     from pipelines.ct_anatomy import CtAnatomyPipeline
 
     source = chest_phantom.datasets[0]
-    gone = SupersededOutput(7, "default", "1.2.840.10008.5.1.4.1.1.66.4", "2.25.1234", "2.25.5678",
-                            str(tmp_path / "missing.dcm"))
+    gone = SupersededOutput(
+        7,
+        "default",
+        "1.2.840.10008.5.1.4.1.1.66.4",
+        "2.25.1234",
+        "2.25.5678",
+        str(tmp_path / "missing.dcm"),
+    )
     corrupt_path = tmp_path / "corrupt.dcm"
     corrupt_path.write_bytes(b"not DICOM at all")
-    corrupt = SupersededOutput(7, "default", "1.2.840.10008.5.1.4.1.1.88.34", "2.25.4321", "2.25.8765",
-                               str(corrupt_path))
+    corrupt = SupersededOutput(
+        7, "default", "1.2.840.10008.5.1.4.1.1.88.34", "2.25.4321", "2.25.8765", str(corrupt_path)
+    )
     from dicom_sr.identity import AlgorithmIdentity, ResultIdentity
 
     note = write_rejection_note(
-        [_reference(gone, source), _reference(corrupt, source)], source,
-        ResultIdentity(series_instance_uid="2.25.99", sop_instance_uid="2.25.98", series_number=9007,
-                       series_description="AI ct-anatomy withdrawn results"),
+        [_reference(gone, source), _reference(corrupt, source)],
+        source,
+        ResultIdentity(
+            series_instance_uid="2.25.99",
+            sop_instance_uid="2.25.98",
+            series_number=9007,
+            series_description="AI ct-anatomy withdrawn results",
+        ),
         DeviceIdentity(software_versions="test", device_serial_number="AINODE"),
-        AlgorithmIdentity(name="ct-anatomy", version=CtAnatomyPipeline.version), reason="test")
-    listed = {item.ReferencedSOPInstanceUID for study in note.CurrentRequestedProcedureEvidenceSequence
-              for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+        AlgorithmIdentity(name="ct-anatomy", version=CtAnatomyPipeline.version),
+        reason="test",
+    )
+    listed = {
+        item.ReferencedSOPInstanceUID
+        for study in note.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
     assert listed == {"2.25.1234", "2.25.4321"}
     assert note.PatientID == source.PatientID
     peers.assert_dciodvfy_clean(note)

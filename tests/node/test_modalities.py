@@ -16,11 +16,11 @@ from typing import Any
 
 import highdicom as hd
 import numpy as np
+import peers
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-import peers
 from node.db.models import JobState
 from node.scu import send_datasets
 
@@ -28,7 +28,9 @@ TESTS = Path(__file__).resolve().parent.parent
 
 
 def _load(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"ainode_test_{name}", TESTS / "pipelines" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"ainode_test_{name}", TESTS / "pipelines" / f"{name}.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -47,8 +49,11 @@ def _items(ds: Any) -> list[Any]:
 
 def _job(node: Any, timeout: float = 240) -> Any:
     final = {JobState.SUCCEEDED, JobState.FAILED}
-    return peers.wait_for(lambda: next((j for j in node.store.list_jobs() if j.state in final), None),
-                          timeout=timeout, what="the job to finish")
+    return peers.wait_for(
+        lambda: next((j for j in node.store.list_jobs() if j.state in final), None),
+        timeout=timeout,
+        what="the job to finish",
+    )
 
 
 def _outputs(node: Any, job_id: int) -> dict[str, Path]:
@@ -59,8 +64,11 @@ def _outputs(node: Any, job_id: int) -> dict[str, Path]:
 
 def test_pet_series_gets_suv_seg_and_report(make_node: Callable[..., Any], sqlite_url: str) -> None:
     datasets = _load("pet_phantom").make_pet_series()
-    node = make_node(sqlite_url, http=False,
-                     routes=[{"name": "pet", "match": {"Modality": "PT"}, "pipelines": ["pet-suv"]}])
+    node = make_node(
+        sqlite_url,
+        http=False,
+        routes=[{"name": "pet", "match": {"Modality": "PT"}, "pipelines": ["pet-suv"]}],
+    )
     send_datasets(datasets, "127.0.0.1", node.dicom_port, "AINODE", "PETSCU")
     job = _job(node)
     assert job.state is JobState.SUCCEEDED, job.error
@@ -69,19 +77,32 @@ def test_pet_series_gets_suv_seg_and_report(make_node: Callable[..., Any], sqlit
     for path in (outputs["SEG"], outputs["SR"]):
         peers.assert_dciodvfy_clean(path)
     report = hd.sr.srread(outputs["SR"])
-    names = {item.ConceptNameCodeSequence[0].CodeMeaning for item in _items(report) if item.ValueType == "NUM"}
+    names = {
+        item.ConceptNameCodeSequence[0].CodeMeaning
+        for item in _items(report)
+        if item.ValueType == "NUM"
+    }
     assert any("SUV" in n or "Standardized" in n for n in names), names
 
 
 def _dx_image(abnormal: bool, seed: int) -> Dataset:
-    pixels = _load("bundles").disk_image(64, np.random.default_rng(seed), abnormal).astype(np.uint16)
+    pixels = (
+        _load("bundles").disk_image(64, np.random.default_rng(seed), abnormal).astype(np.uint16)
+    )
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # DX for presentation
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = (
+        "1.2.840.10008.5.1.4.1.1.1.1"  # DX for presentation
+    )
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "PHANTOM^DX", "AINODE-DX-1", "", "O"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = (
+        "PHANTOM^DX",
+        "AINODE-DX-1",
+        "",
+        "O",
+    )
     now = datetime(2026, 1, 2, 3, 4, 5)
     ds.StudyDate = ds.ContentDate = now.strftime("%Y%m%d")
     ds.StudyTime = ds.ContentTime = now.strftime("%H%M%S")
@@ -107,11 +128,22 @@ def test_dx_image_classified_by_a_configured_bundle(
 ) -> None:
     bundle = _load("bundles").build_classification_bundle(tmp_path / "cls", steps=60)
     node = make_node(
-        sqlite_url, http=False,
-        pipelines={"chest-xray-cls": {"type": "monai-bundle", "path": str(bundle.path), "sha256": bundle.sha256}},
-        routes=[{"name": "dx", "match": {"Modality": ["CR", "DX"]}, "pipelines": ["chest-xray-cls"]}],
+        sqlite_url,
+        http=False,
+        pipelines={
+            "chest-xray-cls": {
+                "type": "monai-bundle",
+                "path": str(bundle.path),
+                "sha256": bundle.sha256,
+            }
+        },
+        routes=[
+            {"name": "dx", "match": {"Modality": ["CR", "DX"]}, "pipelines": ["chest-xray-cls"]}
+        ],
     )
-    send_datasets([_dx_image(abnormal=True, seed=7)], "127.0.0.1", node.dicom_port, "AINODE", "DXSCU")
+    send_datasets(
+        [_dx_image(abnormal=True, seed=7)], "127.0.0.1", node.dicom_port, "AINODE", "DXSCU"
+    )
     job = _job(node)
     assert job.state is JobState.SUCCEEDED, job.error
     assert job.model_checksum == f"sha256:{bundle.sha256}"
@@ -119,9 +151,16 @@ def test_dx_image_classified_by_a_configured_bundle(
     assert "SR" in outputs
     peers.assert_dciodvfy_clean(outputs["SR"])
     report = hd.sr.srread(outputs["SR"])
-    coded = [item.ConceptCodeSequence[0].CodeMeaning for item in _items(report) if item.ValueType == "CODE"]
-    probabilities = [float(item.MeasuredValueSequence[0].NumericValue) for item in _items(report)
-                     if item.ValueType == "NUM" and "robab" in item.ConceptNameCodeSequence[0].CodeMeaning]
+    coded = [
+        item.ConceptCodeSequence[0].CodeMeaning
+        for item in _items(report)
+        if item.ValueType == "CODE"
+    ]
+    probabilities = [
+        float(item.MeasuredValueSequence[0].NumericValue)
+        for item in _items(report)
+        if item.ValueType == "NUM" and "robab" in item.ConceptNameCodeSequence[0].CodeMeaning
+    ]
     assert probabilities and all(0.0 <= p <= 1.0 for p in probabilities)
     assert coded
 
@@ -136,17 +175,27 @@ def test_ct_nodule_detected_by_a_configured_detection_bundle(
     # the node's worker processes (spawned after this) must be able to import it
     monkeypatch.setattr(sys, "path", [*sys.path, str(TESTS / "pipelines")])
     import bundles
+
     bundle = bundles.build_detection_bundle(tmp_path / "det")
     image = bundles.cube_phantom((40, 48, 56), (10, 20, 30), 8, np.random.default_rng(7))
-    template = make_chest_phantom(n_slices=40, rows=48, columns=56, pixel_spacing=(1.0, 1.0), slice_thickness=1.0)
+    template = make_chest_phantom(
+        n_slices=40, rows=48, columns=56, pixel_spacing=(1.0, 1.0), slice_thickness=1.0
+    )
     datasets = sorted(template.datasets, key=lambda ds: float(ds.ImagePositionPatient[2]))
     for k, ds in enumerate(datasets):  # the bundle's intensities, stored with slope 0.001
         ds.RescaleIntercept, ds.RescaleSlope = 0, 0.001
         ds.BitsStored, ds.HighBit = 16, 15
         ds.PixelData = np.clip(np.round(image[k] * 1000), 0, 65535).astype(np.uint16).tobytes()
     node = make_node(
-        sqlite_url, http=False,
-        pipelines={"nodule-det": {"type": "monai-bundle", "path": str(bundle.path), "sha256": bundle.sha256}},
+        sqlite_url,
+        http=False,
+        pipelines={
+            "nodule-det": {
+                "type": "monai-bundle",
+                "path": str(bundle.path),
+                "sha256": bundle.sha256,
+            }
+        },
         routes=[{"name": "ct", "match": {"Modality": "CT"}, "pipelines": ["nodule-det"]}],
     )
     send_datasets(datasets, "127.0.0.1", node.dicom_port, "AINODE", "CTSCU")

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import highdicom as hd
+import peers
 import pytest
 from pydicom import dcmread
 from pydicom.uid import JPEG2000Lossless
 
-import peers
 from dicom_sr.identity import DeviceIdentity
 from node.assembler import mint_result_uids
 from node.config import Destination, ResultProfile, load_settings
@@ -39,11 +39,17 @@ def test_profile_key_names_only_what_changes_the_objects() -> None:
     legacy = ResultProfile(seg_type="fractional", omit_empty_frames=False, sc_frames="all")
     assert legacy.key == "fractional+all-frames+sc-all"
     # SC options do not matter to a destination that takes no SC: same objects, same key
-    dest = Destination(dimse={"ae_title": "X", "host": "h", "port": 104}, formats=("seg", "sr"),
-                       profile=ResultProfile(sc_frames="all"))
+    dest = Destination(
+        dimse={"ae_title": "X", "host": "h", "port": 104},
+        formats=("seg", "sr"),
+        profile=ResultProfile(sc_frames="all"),
+    )
     assert dest.variant == DEFAULT_VARIANT
-    only_sc = Destination(dimse={"ae_title": "X", "host": "h", "port": 104}, formats=("sc",),
-                          profile=ResultProfile(seg_type="labelmap", sc_frames="all"))
+    only_sc = Destination(
+        dimse={"ae_title": "X", "host": "h", "port": 104},
+        formats=("sc",),
+        profile=ResultProfile(seg_type="labelmap", sc_frames="all"),
+    )
     assert only_sc.variant == "sc-all"
 
 
@@ -59,8 +65,10 @@ def test_profile_is_read_from_yaml(tmp_path: Path) -> None:
     )
     settings = load_settings(config)
     assert settings.destinations["legacy"].variant == "fractional+all-frames+j2k+sc-all"
-    config.write_text("destinations:\n  x:\n    dimse: {ae_title: A, host: h, port: 104}\n"
-                      "    profile: {seg_type: rle}\n")
+    config.write_text(
+        "destinations:\n  x:\n    dimse: {ae_title: A, host: h, port: 104}\n"
+        "    profile: {seg_type: rle}\n"
+    )
     with pytest.raises(Exception, match=r"destinations\.x\.profile\.seg_type"):
         load_settings(config)
 
@@ -68,8 +76,13 @@ def test_profile_is_read_from_yaml(tmp_path: Path) -> None:
 # -- the worker writes one set per profile -----------------------------------------------
 
 
-def _spec(tmp_path: Path, phantom: Any, variants: tuple[ResultVariant, ...], uids: dict[str, Any],
-          pipeline: str = "ct-anatomy") -> JobSpec:
+def _spec(
+    tmp_path: Path,
+    phantom: Any,
+    variants: tuple[ResultVariant, ...],
+    uids: dict[str, Any],
+    pipeline: str = "ct-anatomy",
+) -> JobSpec:
     inputs = tmp_path / "inputs"
     inputs.mkdir(exist_ok=True)
     paths = []
@@ -82,10 +95,18 @@ def _spec(tmp_path: Path, phantom: Any, variants: tuple[ResultVariant, ...], uid
     out.mkdir(exist_ok=True)
     formats = tuple(dict.fromkeys(f for v in variants for f in v.formats))
     return JobSpec(
-        job_id=1, pipeline_name=pipeline, input_paths=tuple(paths), result_uids=uids,
-        output_dir=str(out), seg_series_number=9001, sr_series_number=9002,
-        device=DeviceIdentity(software_versions="test", device_serial_number="AINODE", device_name="AINODE"),
-        formats=formats, variants=variants,
+        job_id=1,
+        pipeline_name=pipeline,
+        input_paths=tuple(paths),
+        result_uids=uids,
+        output_dir=str(out),
+        seg_series_number=9001,
+        sr_series_number=9002,
+        device=DeviceIdentity(
+            software_versions="test", device_serial_number="AINODE", device_name="AINODE"
+        ),
+        formats=formats,
+        variants=variants,
     )
 
 
@@ -103,15 +124,21 @@ def _sr_referenced_seg(sr: Any) -> set[str]:
 def test_each_profile_gets_its_own_seg_and_sr(tmp_path: Path, chest_phantom: Any) -> None:
     modern = ResultVariant.from_settings(DEFAULT_VARIANT, ("seg", "sr", "pdf"), {})
     legacy_profile = ResultProfile(seg_type="fractional", omit_empty_frames=False, sc_frames="all")
-    legacy = ResultVariant.from_settings(legacy_profile.key, ("seg", "sr", "sc", "ko"), legacy_profile.model_dump())
+    legacy = ResultVariant.from_settings(
+        legacy_profile.key, ("seg", "sr", "sc", "ko"), legacy_profile.model_dump()
+    )
     newest_profile = ResultProfile(seg_type="labelmap", seg_compression="jpeg2000-lossless")
-    newest = ResultVariant.from_settings(newest_profile.key, ("seg", "sr"), newest_profile.model_dump())
+    newest = ResultVariant.from_settings(
+        newest_profile.key, ("seg", "sr"), newest_profile.model_dump()
+    )
     uids = mint_result_uids()
     cache = PipelineCache()
     try:
         outcome = execute_job(_spec(tmp_path, chest_phantom, (legacy, newest, modern), uids), cache)
         (tmp_path / "again").mkdir()
-        again = execute_job(_spec(tmp_path / "again", chest_phantom, (modern, newest, legacy), uids), cache)
+        again = execute_job(
+            _spec(tmp_path / "again", chest_phantom, (modern, newest, legacy), uids), cache
+        )
     finally:
         cache.close()
     by_variant: dict[str | None, dict[str, Any]] = {}
@@ -122,20 +149,37 @@ def test_each_profile_gets_its_own_seg_and_sr(tmp_path: Path, chest_phantom: Any
     assert sorted(by_variant[DEFAULT_VARIANT]) == ["SEG", "SR"]
     assert sorted(by_variant[legacy.key]) == ["KO", "SC", "SEG", "SR"]
     assert sorted(by_variant[newest.key]) == ["SEG", "SR"]
-    assert outcome.summary["variants"] == {DEFAULT_VARIANT: ["seg", "sr", "pdf"],
-                                           legacy.key: ["seg", "sr", "sc", "ko"], newest.key: ["seg", "sr"]}
+    assert outcome.summary["variants"] == {
+        DEFAULT_VARIANT: ["seg", "sr", "pdf"],
+        legacy.key: ["seg", "sr", "sc", "ko"],
+        newest.key: ["seg", "sr"],
+    }
 
     # stable: a re-run (variants in any order) writes the same objects
-    assert {o.sop_instance_uid for o in again.outputs} == {o.sop_instance_uid for o in outcome.outputs}
+    assert {o.sop_instance_uid for o in again.outputs} == {
+        o.sop_instance_uid for o in outcome.outputs
+    }
     # the default set carries the UIDs minted with the job; the others their own
     [default_seg] = by_variant[DEFAULT_VARIANT]["SEG"]
     assert default_seg.sop_instance_uid == uids["SEG"]["sop_instance_uid"]
     assert len({o.sop_instance_uid for o in outcome.outputs}) == len(outcome.outputs)
-    assert len({by_variant[v]["SEG"][0].series_instance_uid for v in (DEFAULT_VARIANT, legacy.key, newest.key)}) == 3
+    assert (
+        len(
+            {
+                by_variant[v]["SEG"][0].series_instance_uid
+                for v in (DEFAULT_VARIANT, legacy.key, newest.key)
+            }
+        )
+        == 3
+    )
 
     frames = len(chest_phantom.datasets)
-    segs = {v: dcmread(by_variant[v]["SEG"][0].path) for v in (DEFAULT_VARIANT, legacy.key, newest.key)}
-    srs = {v: dcmread(by_variant[v]["SR"][0].path) for v in (DEFAULT_VARIANT, legacy.key, newest.key)}
+    segs = {
+        v: dcmread(by_variant[v]["SEG"][0].path) for v in (DEFAULT_VARIANT, legacy.key, newest.key)
+    }
+    srs = {
+        v: dcmread(by_variant[v]["SR"][0].path) for v in (DEFAULT_VARIANT, legacy.key, newest.key)
+    }
     # default: BINARY, empty frames omitted
     default = segs[DEFAULT_VARIANT]
     assert default.SOPClassUID == SEG_SOP_CLASS and default.SegmentationType == "BINARY"
@@ -150,52 +194,77 @@ def test_each_profile_gets_its_own_seg_and_sr(tmp_path: Path, chest_phantom: Any
     labelmap = segs[newest.key]
     assert labelmap.SOPClassUID == SEG_SOP_CLASS and labelmap.SegmentationType == "BINARY"
     assert labelmap.file_meta.TransferSyntaxUID == JPEG2000Lossless
-    assert any("LABELMAP SEG cannot hold" in n and newest.key in n for n in outcome.summary["notes"])
+    assert any(
+        "LABELMAP SEG cannot hold" in n and newest.key in n for n in outcome.summary["notes"]
+    )
     # the same segmentation in all three encodings
     binary = hd.seg.Segmentation.from_dataset(default)
     for variant in (legacy.key, newest.key):
         other = hd.seg.Segmentation.from_dataset(segs[variant])
         for number in binary.segment_numbers:
             source = [uid for _, _, uid in binary.get_source_image_uids()]
-            a = binary.get_pixels_by_source_instance(source, segment_numbers=[number], combine_segments=False,
-                                                     skip_overlap_checks=True)
-            b = other.get_pixels_by_source_instance(source, segment_numbers=[number], combine_segments=False,
-                                                    skip_overlap_checks=True)
+            a = binary.get_pixels_by_source_instance(
+                source, segment_numbers=[number], combine_segments=False, skip_overlap_checks=True
+            )
+            b = other.get_pixels_by_source_instance(
+                source, segment_numbers=[number], combine_segments=False, skip_overlap_checks=True
+            )
             assert ((a > 0) == (b > 0)).all(), (variant, number)
     # each SR references the SEG of its own set, never another's
     for variant, sr in srs.items():
         assert _sr_referenced_seg(sr) == {str(segs[variant].SOPInstanceUID)}, variant
     # the legacy KOS references its own SEG and SR
     kos = dcmread(by_variant[legacy.key]["KO"][0].path)
-    referenced = {str(item.ReferencedSOPInstanceUID)
-                  for study in kos.CurrentRequestedProcedureEvidenceSequence
-                  for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+    referenced = {
+        str(item.ReferencedSOPInstanceUID)
+        for study in kos.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
     assert {str(fractional.SOPInstanceUID), str(srs[legacy.key].SOPInstanceUID)} <= referenced
     assert not {str(default.SOPInstanceUID), str(labelmap.SOPInstanceUID)} & referenced
     for ds in (default, fractional, srs[legacy.key], kos):
         peers.assert_dciodvfy_clean(ds)
 
 
-def test_labelmap_profile_writes_a_label_map_segmentation(tmp_path: Path, chest_phantom: Any) -> None:
+def test_labelmap_profile_writes_a_label_map_segmentation(
+    tmp_path: Path, chest_phantom: Any
+) -> None:
     profile = ResultProfile(seg_type="labelmap")
-    variants = (ResultVariant.from_settings(DEFAULT_VARIANT, ("seg", "sr"), {}),
-                ResultVariant.from_settings(profile.key, ("seg", "sr"), profile.model_dump()))
+    variants = (
+        ResultVariant.from_settings(DEFAULT_VARIANT, ("seg", "sr"), {}),
+        ResultVariant.from_settings(profile.key, ("seg", "sr"), profile.model_dump()),
+    )
     cache = PipelineCache()
     try:
-        outcome = execute_job(_spec(tmp_path, chest_phantom, variants, mint_result_uids(),
-                                    "faulty_pipelines:LungsAndBone"), cache)
+        outcome = execute_job(
+            _spec(
+                tmp_path,
+                chest_phantom,
+                variants,
+                mint_result_uids(),
+                "faulty_pipelines:LungsAndBone",
+            ),
+            cache,
+        )
     finally:
         cache.close()
     outputs = {(o.kind, o.variant): o for o in outcome.outputs}
     binary = hd.seg.Segmentation.from_dataset(dcmread(outputs["SEG", DEFAULT_VARIANT].path))
     labelmap_ds = dcmread(outputs["SEG", "labelmap"].path)
-    assert labelmap_ds.SOPClassUID == LABELMAP_SOP_CLASS and labelmap_ds.SegmentationType == "LABELMAP"
+    assert (
+        labelmap_ds.SOPClassUID == LABELMAP_SOP_CLASS and labelmap_ds.SegmentationType == "LABELMAP"
+    )
     labelmap = hd.seg.Segmentation.from_dataset(labelmap_ds)
     source = [uid for _, _, uid in binary.get_source_image_uids()]
-    expected = binary.get_pixels_by_source_instance(source, combine_segments=True, skip_overlap_checks=False)
+    expected = binary.get_pixels_by_source_instance(
+        source, combine_segments=True, skip_overlap_checks=False
+    )
     got = labelmap.get_pixels_by_source_instance(source, combine_segments=True)
     assert expected.any() and (expected == got).all()
-    assert _sr_referenced_seg(dcmread(outputs["SR", "labelmap"].path)) == {str(labelmap_ds.SOPInstanceUID)}
+    assert _sr_referenced_seg(dcmread(outputs["SR", "labelmap"].path)) == {
+        str(labelmap_ds.SOPInstanceUID)
+    }
     assert not any("LABELMAP" in n for n in outcome.summary["notes"])
 
 
@@ -210,23 +279,55 @@ def test_each_destination_receives_its_own_profile(
         node = make_node(
             database_url,
             destinations={
-                "pacs": {"dimse": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}},
-                "old": {"dimse": {"ae_title": old_pacs.aet, "host": "127.0.0.1", "port": old_pacs.port},
-                        "formats": ["seg", "sr", "sc"],
-                        "profile": {"seg_type": "fractional", "omit_empty_frames": False, "sc_frames": "all"}},
+                "pacs": {
+                    "dimse": {
+                        "ae_title": orthanc.aet,
+                        "host": "127.0.0.1",
+                        "port": orthanc.dicom_port,
+                    }
+                },
+                "old": {
+                    "dimse": {"ae_title": old_pacs.aet, "host": "127.0.0.1", "port": old_pacs.port},
+                    "formats": ["seg", "sr", "sc"],
+                    "profile": {
+                        "seg_type": "fractional",
+                        "omit_empty_frames": False,
+                        "sc_frames": "all",
+                    },
+                },
             },
-            routes=[{"name": "ct", "match": {"Modality": "CT"}, "pipelines": ["ct-anatomy"],
-                     "send_to": ["pacs", "old"]}],
+            routes=[
+                {
+                    "name": "ct",
+                    "match": {"Modality": "CT"},
+                    "pipelines": ["ct-anatomy"],
+                    "send_to": ["pacs", "old"],
+                }
+            ],
         )
-        orthanc.add_modality("ainode", "AINODE", "127.0.0.1", node.dicom_port)  # Orthanc accepts known AEs only
-        peers.storescu("127.0.0.1", node.dicom_port, "AINODE", _saved(tmp_path, chest_phantom.datasets),
-                       calling_aet="MODALITY", check=True)
+        orthanc.add_modality(
+            "ainode", "AINODE", "127.0.0.1", node.dicom_port
+        )  # Orthanc accepts known AEs only
+        peers.storescu(
+            "127.0.0.1",
+            node.dicom_port,
+            "AINODE",
+            _saved(tmp_path, chest_phantom.datasets),
+            calling_aet="MODALITY",
+            check=True,
+        )
         job = peers.wait_for(
-            lambda: next((j for j in node.store.list_jobs() if j.state is JobState.DELIVERED), None),
-            timeout=180, what="the job delivered to both destinations")
+            lambda: next(
+                (j for j in node.store.list_jobs() if j.state is JobState.DELIVERED), None
+            ),
+            timeout=180,
+            what="the job delivered to both destinations",
+        )
         _, deliveries, _ = node.store.get_job(job.id)
-        assert {d.destination: d.state for d in deliveries} == {"pacs": DeliveryState.SUCCEEDED,
-                                                                 "old": DeliveryState.SUCCEEDED}
+        assert {d.destination: d.state for d in deliveries} == {
+            "pacs": DeliveryState.SUCCEEDED,
+            "old": DeliveryState.SUCCEEDED,
+        }
         study_uid = str(chest_phantom.datasets[0].StudyInstanceUID)
 
         pacs_segs = orthanc.find_instances_by_tag(StudyInstanceUID=study_uid, Modality="SEG")
@@ -244,8 +345,12 @@ def test_each_destination_receives_its_own_profile(
             by_modality.setdefault(str(ds.Modality), []).append(ds)
         [old_seg], [old_sr] = by_modality["SEG"], by_modality["SR"]
         assert old_seg.SegmentationType == "FRACTIONAL"
-        assert int(old_seg.NumberOfFrames) == len(chest_phantom.datasets) * len(old_seg.SegmentSequence)
-        assert len(by_modality["OT"]) == len(chest_phantom.datasets)  # every slice as Secondary Capture
+        assert int(old_seg.NumberOfFrames) == len(chest_phantom.datasets) * len(
+            old_seg.SegmentSequence
+        )
+        assert len(by_modality["OT"]) == len(
+            chest_phantom.datasets
+        )  # every slice as Secondary Capture
         assert _sr_referenced_seg(old_sr) == {str(old_seg.SOPInstanceUID)}
         assert old_seg.SOPInstanceUID != pacs_seg.SOPInstanceUID
         assert old_sr.SOPInstanceUID != pacs_sr.SOPInstanceUID
@@ -253,7 +358,10 @@ def test_each_destination_receives_its_own_profile(
         # the audit record says which profile each output was written for
         full = node.store.get_job(job.id)
         variants = {(o.kind, o.variant) for o in full[0].outputs}
-        assert ("SEG", "default") in variants and ("SEG", "fractional+all-frames+sc-all") in variants
+        assert ("SEG", "default") in variants and (
+            "SEG",
+            "fractional+all-frames+sc-all",
+        ) in variants
 
 
 def test_a_changed_profile_is_not_silently_sent_the_old_set(
@@ -262,20 +370,42 @@ def test_a_changed_profile_is_not_silently_sent_the_old_set(
     """Results written for one profile are not delivered to a destination now set to another."""
     with peers.StoreSCP("PACS") as scp:
         destination = {"dimse": {"ae_title": scp.aet, "host": "127.0.0.1", "port": scp.port}}
-        routes = [{"name": "ct", "match": {"Modality": "CT"}, "pipelines": ["ct-anatomy"], "send_to": ["pacs"]}]
+        routes = [
+            {
+                "name": "ct",
+                "match": {"Modality": "CT"},
+                "pipelines": ["ct-anatomy"],
+                "send_to": ["pacs"],
+            }
+        ]
         node = make_node(sqlite_url, destinations={"pacs": destination}, routes=routes)
-        peers.storescu("127.0.0.1", node.dicom_port, "AINODE", _saved(tmp_path, chest_phantom.datasets[:24]),
-                       calling_aet="MODALITY", check=True)
-        job = peers.wait_for(lambda: next((j for j in node.store.list_jobs() if j.state is JobState.DELIVERED), None),
-                             timeout=120, what="the first delivery")
+        peers.storescu(
+            "127.0.0.1",
+            node.dicom_port,
+            "AINODE",
+            _saved(tmp_path, chest_phantom.datasets[:24]),
+            calling_aet="MODALITY",
+            check=True,
+        )
+        job = peers.wait_for(
+            lambda: next(
+                (j for j in node.store.list_jobs() if j.state is JobState.DELIVERED), None
+            ),
+            timeout=120,
+            what="the first delivery",
+        )
         node.stop()
         changed = destination | {"profile": {"seg_type": "fractional"}}
         node = make_node(sqlite_url, destinations={"pacs": changed}, routes=routes)
         node.actions.resend(job.id, [])
         node.wake("egress")
         failed = peers.wait_for(
-            lambda: next((d for d in node.store.get_job(job.id)[1]
-                          if d.state is DeliveryState.FAILED), None), timeout=30, what="the re-send refused")
+            lambda: next(
+                (d for d in node.store.get_job(job.id)[1] if d.state is DeliveryState.FAILED), None
+            ),
+            timeout=30,
+            what="the re-send refused",
+        )
         assert "re-run the job" in (failed.last_error or "")
         assert "'fractional'" in (failed.last_error or "")
 

@@ -49,7 +49,9 @@ def test_one_series_several_pipelines_and_routes() -> None:
     ]
     decisions = route(_series(), rules)
     assert [(d.route_name, d.pipeline_name) for d in decisions] == [
-        ("ct", "ct-anatomy"), ("ct", "reformat"), ("chest", "lung-ai"),
+        ("ct", "ct-anatomy"),
+        ("ct", "reformat"),
+        ("chest", "lung-ai"),
     ]
 
 

@@ -15,7 +15,9 @@ def test_conformant_uid_kept(uid: str) -> None:
     assert safe_uid(uid) == uid
 
 
-@pytest.mark.parametrize("uid", ["../../etc/passwd", "1.2/3", "..", "", "1.2.3\x00", "9" * 65, "1.2 .3", ".1.2"])
+@pytest.mark.parametrize(
+    "uid", ["../../etc/passwd", "1.2/3", "..", "", "1.2.3\x00", "9" * 65, "1.2 .3", ".1.2"]
+)
 def test_hostile_uid_sanitised(uid: str) -> None:
     safe = safe_uid(uid)
     assert "/" not in safe and ".." not in safe and "\x00" not in safe

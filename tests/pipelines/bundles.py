@@ -38,12 +38,22 @@ LESION_CODES = {
     "type": ["52988006", "SCT", "Lesion"],
 }
 NODULE_CODES = {
-    "category": {"value": "49755003", "scheme": "SCT", "meaning": "Morphologically Abnormal Structure"},
+    "category": {
+        "value": "49755003",
+        "scheme": "SCT",
+        "meaning": "Morphologically Abnormal Structure",
+    },
     "type": {"value": "27925004", "scheme": "SCT", "meaning": "Nodule"},
 }
 CLASS_CODES = {
-    "normal": {"category": ["404684003", "SCT", "Clinical finding"], "type": ["17621005", "SCT", "Normal"]},
-    "abnormal": {"category": ["404684003", "SCT", "Clinical finding"], "type": ["263654008", "SCT", "Abnormal"]},
+    "normal": {
+        "category": ["404684003", "SCT", "Clinical finding"],
+        "type": ["17621005", "SCT", "Normal"],
+    },
+    "abnormal": {
+        "category": ["404684003", "SCT", "Clinical finding"],
+        "type": ["263654008", "SCT", "Abnormal"],
+    },
 }
 
 
@@ -96,7 +106,9 @@ def sphere_phantom(
     noise_hu: float = 20.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """HU image (0 HU tissue, 200 HU sphere, Gaussian noise) and the true sphere mask."""
-    grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
+    grids = np.meshgrid(
+        *[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij"
+    )
     distance2 = sum((g - c) ** 2 for g, c in zip(grids, center_mm, strict=True))
     mask = distance2 <= radius_mm**2
     image = np.where(mask, 200.0, 0.0) + rng.normal(0.0, noise_hu, shape)
@@ -136,7 +148,9 @@ def _write_bundle(
     return root, sha256_of(weights)
 
 
-def _metadata(name: str, inputs: dict[str, Any], outputs: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _metadata(
+    name: str, inputs: dict[str, Any], outputs: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     return {
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json",
         "version": "0.1.0",
@@ -175,7 +189,9 @@ def build_segmentation_bundle(root: Path, *, steps: int = 80, seed: int = 0) -> 
         images, targets = [], []
         for _ in range(4):
             center = tuple(rng.uniform(6, 26, 3))
-            image, mask = sphere_phantom((32, 32, 32), center, rng.uniform(3, 9), (1.0, 1.0, 1.0), rng)
+            image, mask = sphere_phantom(
+                (32, 32, 32), center, rng.uniform(3, 9), (1.0, 1.0, 1.0), rng
+            )
             images.append(_window(image))
             targets.append(mask.astype(np.int64))
         x = torch.from_numpy(np.stack(images))[:, None]
@@ -187,11 +203,26 @@ def build_segmentation_bundle(root: Path, *, steps: int = 80, seed: int = 0) -> 
     network.eval()
     metadata = _metadata(
         "ainode_test_lesion_ct_segmentation",
-        {"type": "image", "format": "hounsfield", "modality": "CT", "num_channels": 1,
-         "spatial_shape": [32, 32, 32], "dtype": "float32", "is_patch_data": True},
-        {"pred": {"type": "image", "format": "segmentation", "num_channels": 2,
-                  "spatial_shape": [32, 32, 32], "dtype": "float32", "is_patch_data": True,
-                  "channel_def": {"0": "background", "1": "lesion"}}},
+        {
+            "type": "image",
+            "format": "hounsfield",
+            "modality": "CT",
+            "num_channels": 1,
+            "spatial_shape": [32, 32, 32],
+            "dtype": "float32",
+            "is_patch_data": True,
+        },
+        {
+            "pred": {
+                "type": "image",
+                "format": "segmentation",
+                "num_channels": 2,
+                "spatial_shape": [32, 32, 32],
+                "dtype": "float32",
+                "is_patch_data": True,
+                "channel_def": {"0": "background", "1": "lesion"},
+            }
+        },
     )
     inference = {
         "bundle_root": ".",
@@ -210,8 +241,12 @@ def build_segmentation_bundle(root: Path, *, steps: int = 80, seed: int = 0) -> 
                 {"_target_": "EnsureTyped", "keys": "image"},
             ],
         },
-        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [32, 32, 32],
-                    "sw_batch_size": 2, "overlap": 0.25},
+        "inferer": {
+            "_target_": "SlidingWindowInferer",
+            "roi_size": [32, 32, 32],
+            "sw_batch_size": 2,
+            "overlap": 0.25,
+        },
     }
     path, digest = _write_bundle(root, metadata, inference, network)
     label_map = root.parent / f"{root.name}-labels.yaml"
@@ -259,11 +294,24 @@ def build_classification_bundle(root: Path, *, steps: int = 60, seed: int = 0) -
     network.eval()
     metadata = _metadata(
         "ainode_test_disk_classification",
-        {"type": "image", "format": "magnitude", "modality": "CR/DX/US", "num_channels": 1,
-         "spatial_shape": [64, 64], "dtype": "float32"},
-        {"pred": {"type": "probabilities", "format": "classes", "num_channels": 2,
-                  "spatial_shape": [2], "dtype": "float32",
-                  "channel_def": {"0": "normal", "1": "abnormal"}}},
+        {
+            "type": "image",
+            "format": "magnitude",
+            "modality": "CR/DX/US",
+            "num_channels": 1,
+            "spatial_shape": [64, 64],
+            "dtype": "float32",
+        },
+        {
+            "pred": {
+                "type": "probabilities",
+                "format": "classes",
+                "num_channels": 2,
+                "spatial_shape": [2],
+                "dtype": "float32",
+                "channel_def": {"0": "normal", "1": "abnormal"},
+            }
+        },
         label_codes=CLASS_CODES,
     )
     inference = {
@@ -307,14 +355,22 @@ def _detection_loss(detector: Any, images: torch.Tensor, boxes: list[torch.Tenso
         negative = iou < 0.2
         target = positive.float()[:, None]
         weight = (positive | negative).float()[:, None] * torch.where(positive, 20.0, 1.0)[:, None]
-        total = total + torch.nn.functional.binary_cross_entropy_with_logits(
-            cls[b], target, weight=weight, reduction="sum") / weight.sum()
-        encoded = detector.box_coder.encode_single(gt.expand(int(positive.sum()), -1), anchors[positive])
+        total = (
+            total
+            + torch.nn.functional.binary_cross_entropy_with_logits(
+                cls[b], target, weight=weight, reduction="sum"
+            )
+            / weight.sum()
+        )
+        encoded = detector.box_coder.encode_single(
+            gt.expand(int(positive.sum()), -1), anchors[positive]
+        )
         total = total + torch.nn.functional.smooth_l1_loss(reg[b][positive], encoded, beta=1 / 9)
     return total
 
 
 # -- detection ------------------------------------------------------------------
+
 
 class ConvFeatures(torch.nn.Module):
     """A small two-level convolutional feature extractor for RetinaNet (strides 2 and 4).
@@ -343,8 +399,12 @@ DET_NETWORK = {
     "num_classes": 1,
     "num_anchors": 1,
     "size_divisible": [8, 8, 8],
-    "feature_extractor": {"_target_": "bundles.ConvFeatures", "spatial_dims": 3,
-                          "in_channels": 1, "out_channels": 16},
+    "feature_extractor": {
+        "_target_": "bundles.ConvFeatures",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 16,
+    },
 }
 ANCHORS = {
     "_target_": "monai.apps.detection.utils.anchor_utils.AnchorGeneratorWithAnchorShape",
@@ -367,7 +427,9 @@ def build_detection_bundle(root: Path, *, steps: int = 60, seed: int = 0) -> Bui
     network.train()
     for _ in range(steps):
         corners = [tuple(int(c) for c in rng.integers(2, 22, 3)) for _ in range(2)]
-        images = torch.stack([torch.from_numpy(cube_phantom((32, 32, 32), c, 8, rng))[None] for c in corners])
+        images = torch.stack(
+            [torch.from_numpy(cube_phantom((32, 32, 32), c, 8, rng))[None] for c in corners]
+        )
         boxes = [torch.tensor([[*c, *(v + 8 for v in c)]], dtype=torch.float32) for c in corners]
         optimizer.zero_grad()
         _detection_loss(detector, images, boxes).backward()
@@ -375,14 +437,40 @@ def build_detection_bundle(root: Path, *, steps: int = 60, seed: int = 0) -> Bui
     network.eval()
     metadata = _metadata(
         "ainode_test_cube_detection",
-        {"type": "image", "format": "hounsfield", "modality": "CT", "num_channels": 1,
-         "spatial_shape": [32, 32, 32], "dtype": "float32", "is_patch_data": True},
-        {"box": {"type": "box", "format": "cornercornercorner", "num_channels": 6,
-                 "spatial_shape": ["n", 6], "dtype": "float32", "value_range": [-math.inf, math.inf]},
-         "label": {"type": "index", "format": "class", "num_channels": 1, "spatial_shape": ["n"],
-                   "dtype": "long", "channel_def": {"0": "nodule"}},
-         "label_scores": {"type": "probabilities", "format": "scores", "num_channels": 1,
-                          "spatial_shape": ["n"], "dtype": "float32"}},
+        {
+            "type": "image",
+            "format": "hounsfield",
+            "modality": "CT",
+            "num_channels": 1,
+            "spatial_shape": [32, 32, 32],
+            "dtype": "float32",
+            "is_patch_data": True,
+        },
+        {
+            "box": {
+                "type": "box",
+                "format": "cornercornercorner",
+                "num_channels": 6,
+                "spatial_shape": ["n", 6],
+                "dtype": "float32",
+                "value_range": [-math.inf, math.inf],
+            },
+            "label": {
+                "type": "index",
+                "format": "class",
+                "num_channels": 1,
+                "spatial_shape": ["n"],
+                "dtype": "long",
+                "channel_def": {"0": "nodule"},
+            },
+            "label_scores": {
+                "type": "probabilities",
+                "format": "scores",
+                "num_channels": 1,
+                "spatial_shape": ["n"],
+                "dtype": "float32",
+            },
+        },
         label_codes={"nodule": NODULE_CODES},
     )
     inference = {

@@ -37,10 +37,12 @@ class PetPhantom:
     shape: tuple[int, int, int] = (40, 48, 48)
     spacing: tuple[float, float, float] = (3.0, 4.0, 4.0)  # slice, row, column (mm)
     background_suv: float = 1.0
-    spheres: tuple[HotSphere, ...] = field(default_factory=lambda: (
-        HotSphere((60.0, 96.0, 60.0), 16.0, 8.0),
-        HotSphere((60.0, 96.0, 140.0), 12.0, 4.0),
-    ))
+    spheres: tuple[HotSphere, ...] = field(
+        default_factory=lambda: (
+            HotSphere((60.0, 96.0, 60.0), 16.0, 8.0),
+            HotSphere((60.0, 96.0, 140.0), 12.0, 4.0),
+        )
+    )
     weight_kg: float = 75.0
     dose_bq: float = 370e6
     half_life_s: float = F18_HALF_LIFE_S
@@ -54,8 +56,10 @@ class PetPhantom:
 
     def suv_map(self) -> np.ndarray:
         """Expected SUV of every voxel ``[frame, row, column]``."""
-        grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(self.shape, self.spacing, strict=True)],
-                            indexing="ij")
+        grids = np.meshgrid(
+            *[np.arange(n) * s for n, s in zip(self.shape, self.spacing, strict=True)],
+            indexing="ij",
+        )
         suv = np.full(self.shape, self.background_suv)
         for sphere in self.spheres:
             d2 = sum((g - c) ** 2 for g, c in zip(grids, sphere.center_mm, strict=True))
@@ -65,8 +69,10 @@ class PetPhantom:
     def sphere_mask(self, index: int) -> np.ndarray:
         """Voxels of sphere ``index``."""
         sphere = self.spheres[index]
-        grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(self.shape, self.spacing, strict=True)],
-                            indexing="ij")
+        grids = np.meshgrid(
+            *[np.arange(n) * s for n, s in zip(self.shape, self.spacing, strict=True)],
+            indexing="ij",
+        )
         d2 = sum((g - c) ** 2 for g, c in zip(grids, sphere.center_mm, strict=True))
         mask: np.ndarray = d2 <= sphere.radius_mm**2
         return mask
@@ -84,7 +90,12 @@ def make_pet_series(phantom: PetPhantom | None = None) -> list[Dataset]:
 
 
 def _image(
-    k: int, activity: np.ndarray, phantom: PetPhantom, series_uid: str, study_uid: str, frame_uid: str
+    k: int,
+    activity: np.ndarray,
+    phantom: PetPhantom,
+    series_uid: str,
+    study_uid: str,
+    frame_uid: str,
 ) -> Dataset:
     ds = Dataset()
     ds.SOPClassUID = PET_IMAGE_STORAGE

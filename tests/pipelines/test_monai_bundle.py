@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from bundles import (
     BuiltBundle,
     build_classification_bundle,
@@ -20,6 +19,7 @@ from bundles import (
     make_volume,
     sphere_phantom,
 )
+
 from pipelines import bundle_grid as grid
 from pipelines.errors import InputError, PipelineError
 from pipelines.monai_bundle import MonaiBundlePipeline
@@ -46,7 +46,9 @@ def det_bundle(bundle_root: Path) -> BuiltBundle:
 
 
 def _pipeline(bundle: BuiltBundle, **options: object) -> MonaiBundlePipeline:
-    cls = MonaiBundlePipeline.configured("test-bundle", bundle.path, bundle.sha256, bundle.label_map, **options)  # type: ignore[arg-type]
+    cls = MonaiBundlePipeline.configured(
+        "test-bundle", bundle.path, bundle.sha256, bundle.label_map, **options
+    )  # type: ignore[arg-type]
     pipeline = cls()
     pipeline.initialize()
     return pipeline
@@ -73,8 +75,12 @@ def test_segmentation_lands_on_the_source_grid(
 ) -> None:
     """Anisotropic spacing (resampled to 1 mm) and a reoriented stack: the mask fits the truth."""
     spacing = (2.0, 0.8, 0.8)
-    image, truth = sphere_phantom((30, 60, 70), (30.0, 20.0, 30.0), 8.0, spacing, np.random.default_rng(3))
-    volume = make_volume(image, spacing, row_direction=row_direction, column_direction=column_direction)
+    image, truth = sphere_phantom(
+        (30, 60, 70), (30.0, 20.0, 30.0), 8.0, spacing, np.random.default_rng(3)
+    )
+    volume = make_volume(
+        image, spacing, row_direction=row_direction, column_direction=column_direction
+    )
     pipeline = _pipeline(seg_bundle)
     findings = pipeline.run(volume)
     (segment,) = findings.segments
@@ -90,7 +96,9 @@ def test_segmentation_lands_on_the_source_grid(
 
 
 def test_configured_class_carries_identity(seg_bundle: BuiltBundle) -> None:
-    cls = MonaiBundlePipeline.configured("lesion-ct", seg_bundle.path, seg_bundle.sha256, seg_bundle.label_map)
+    cls = MonaiBundlePipeline.configured(
+        "lesion-ct", seg_bundle.path, seg_bundle.sha256, seg_bundle.label_map
+    )
     assert cls.name == "lesion-ct"
     assert cls.version == "0.1.0"
     assert cls.model_checksum == f"sha256:{seg_bundle.sha256}"
@@ -111,7 +119,9 @@ def test_precision_is_chosen_by_the_self_check(seg_bundle: BuiltBundle) -> None:
 
 def test_bf16_and_fp32_segmentations_agree(seg_bundle: BuiltBundle) -> None:
     spacing = (1.0, 1.0, 1.0)
-    image, _ = sphere_phantom((32, 40, 40), (16.0, 20.0, 20.0), 7.0, spacing, np.random.default_rng(4))
+    image, _ = sphere_phantom(
+        (32, 40, 40), (16.0, 20.0, 20.0), 7.0, spacing, np.random.default_rng(4)
+    )
     volume = make_volume(image, spacing)
     fp32 = _pipeline(seg_bundle, precision="fp32").run(volume).segments[0].mask
     if not grid.bf16_supported(grid.best_device()):
@@ -134,7 +144,9 @@ def test_classification_of_planar_images(cls_bundle: BuiltBundle) -> None:
     rng = np.random.default_rng(11)
     for k in range(6):
         abnormal = bool(k % 2)
-        volume = make_volume(disk_image(64, rng, abnormal)[None], (1.0, 0.2, 0.2), modality="DX", planar=True)
+        volume = make_volume(
+            disk_image(64, rng, abnormal)[None], (1.0, 0.2, 0.2), modality="DX", planar=True
+        )
         (result,) = pipeline.run(volume).classifications
         assert result.value.meaning == ("Abnormal" if abnormal else "Normal")
         assert result.concept.value == "404684003"
@@ -152,8 +164,12 @@ def test_classification_inverts_monochrome1(cls_bundle: BuiltBundle) -> None:
     pipeline = _pipeline(cls_bundle)
     image = disk_image(64, np.random.default_rng(2), True)
     inverted = image.max() + image.min() - image
-    volume = make_volume(inverted[None], modality="CR", planar=True,
-                         header={"PhotometricInterpretation": "MONOCHROME1"})
+    volume = make_volume(
+        inverted[None],
+        modality="CR",
+        planar=True,
+        header={"PhotometricInterpretation": "MONOCHROME1"},
+    )
     assert pipeline.run(volume).classifications[0].value.meaning == "Abnormal"
 
 
@@ -185,8 +201,11 @@ def test_box_mapping_undoes_orientation_and_spacing() -> None:
 
 
 def test_orientation_round_trip() -> None:
-    volume = make_volume(np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4),
-                         row_direction=(0.0, 1.0, 0.0), column_direction=(0.0, 0.0, -1.0))
+    volume = make_volume(
+        np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4),
+        row_direction=(0.0, 1.0, 0.0),
+        column_direction=(0.0, 0.0, -1.0),
+    )
     orientation = grid.orientation_for(volume, "RAS")
     oriented = orientation.to_network(volume.voxels)
     np.testing.assert_array_equal(orientation.to_source(oriented), volume.voxels)
@@ -215,7 +234,9 @@ def test_unmapped_label_is_an_error_at_start_up(seg_bundle: BuiltBundle) -> None
 
 def test_label_map_with_a_bad_code_is_refused(seg_bundle: BuiltBundle, tmp_path: Path) -> None:
     label_map = tmp_path / "labels.json"
-    label_map.write_text(json.dumps({"lesion": {"category": ["1", "SCT"], "type": ["2", "SCT", "x"]}}))
+    label_map.write_text(
+        json.dumps({"lesion": {"category": ["1", "SCT"], "type": ["2", "SCT", "x"]}})
+    )
     with pytest.raises(PipelineError, match="code"):
         MonaiBundlePipeline.configured("bad", seg_bundle.path, seg_bundle.sha256, label_map)
 

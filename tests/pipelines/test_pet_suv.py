@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from pet_phantom import HotSphere, PetPhantom, make_pet_series
 from pydicom.dataset import Dataset
 
-from pet_phantom import HotSphere, PetPhantom, make_pet_series
 from pipelines import pet_suv
 from pipelines.errors import InputError
 from pipelines.findings import Findings
@@ -64,8 +64,11 @@ def test_hot_spheres_have_their_exact_suvs() -> None:
 
 def test_suvpeak_is_below_max_for_a_small_hot_spot() -> None:
     """A lesion smaller than the 1 mL sphere: SUVpeak averages in the background."""
-    phantom = PetPhantom(spheres=(HotSphere((60.0, 96.0, 96.0), 8.0, 10.0),),
-                         spacing=(2.0, 2.0, 2.0), shape=(60, 96, 96))
+    phantom = PetPhantom(
+        spheres=(HotSphere((60.0, 96.0, 96.0), 8.0, 10.0),),
+        spacing=(2.0, 2.0, 2.0),
+        shape=(60, 96, 96),
+    )
     findings = _run(make_pet_series(phantom))
     values = _values(findings, 1)
     assert values["SUVbw Maximum"] == pytest.approx(10.0, rel=RTOL)
@@ -137,12 +140,18 @@ def _set(keyword: str, value: object) -> Callable[[Dataset], None]:
         (_without("Units"), "Units must be BQML for SUV, got missing"),
         (_without("PatientWeight"), "Patient's Weight is missing"),
         (_set("PatientWeight", 0), "Patient's Weight must be positive"),
-        (_without("RadiopharmaceuticalInformationSequence", "RadionuclideTotalDose"),
-         "Radionuclide Total Dose is missing"),
-        (_without("RadiopharmaceuticalInformationSequence", "RadionuclideHalfLife"),
-         "Radionuclide Half Life is missing"),
-        (_without("RadiopharmaceuticalInformationSequence", "RadiopharmaceuticalStartDateTime"),
-         "radiopharmaceutical start time is missing"),
+        (
+            _without("RadiopharmaceuticalInformationSequence", "RadionuclideTotalDose"),
+            "Radionuclide Total Dose is missing",
+        ),
+        (
+            _without("RadiopharmaceuticalInformationSequence", "RadionuclideHalfLife"),
+            "Radionuclide Half Life is missing",
+        ),
+        (
+            _without("RadiopharmaceuticalInformationSequence", "RadiopharmaceuticalStartDateTime"),
+            "radiopharmaceutical start time is missing",
+        ),
         (_without("RadiopharmaceuticalInformationSequence"), "Radiopharmaceutical Information"),
         (_set("DecayCorrection", "NONE"), "Decay Correction NONE is not supported"),
         (_set("CorrectedImage", ["ATTN"]), "not corrected for DECY"),
@@ -165,9 +174,7 @@ def test_ct_is_refused() -> None:
     datasets = make_pet_series(PetPhantom(shape=(4, 8, 8), spheres=()))
     volume = load_volume(datasets)
     with pytest.raises(InputError, match="modality"):
-        PetSuvPipeline().check_input(
-            type(volume)(**{**volume.__dict__, "modality": "CT"})
-        )
+        PetSuvPipeline().check_input(type(volume)(**{**volume.__dict__, "modality": "CT"}))
 
 
 def test_no_lesions_gives_zero_totals() -> None:

@@ -30,7 +30,9 @@ def _read(name: str) -> Dataset:
         ("gdcm-US-ALOKA-16.dcm", (1, 480, 640), "SequenceOfUltrasoundRegions"),
     ],
 )
-def test_planar_images_load_as_planar_volumes(name: str, shape: tuple[int, ...], spacing_source: str) -> None:
+def test_planar_images_load_as_planar_volumes(
+    name: str, shape: tuple[int, ...], spacing_source: str
+) -> None:
     volume = load_volume([_read(name)])
     assert volume.planar and volume.shape == shape
     assert volume.header["SpacingSource"] == spacing_source
@@ -48,7 +50,9 @@ def test_compressed_planar_images_decode_to_the_uncompressed_values() -> None:
         load_volume([_read("RG1_J2KR.dcm")]).voxels, load_volume([_read("RG1_UNCR.dcm")]).voxels
     )
     np.testing.assert_allclose(
-        load_volume([_read("US1_J2KR.dcm")]).voxels, load_volume([_read("US1_UNCR.dcm")]).voxels, atol=1.0
+        load_volume([_read("US1_J2KR.dcm")]).voxels,
+        load_volume([_read("US1_UNCR.dcm")]).voxels,
+        atol=1.0,
     )
 
 

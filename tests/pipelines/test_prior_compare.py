@@ -42,8 +42,13 @@ def _rigid(angle_deg: float, translation: tuple[float, float, float]) -> np.ndar
     return matrix
 
 
-def _sample(shape: tuple[int, int, int], spacing: tuple[float, float, float], origin: tuple[float, float, float],
-            to_phantom: np.ndarray, warp: object = None) -> Volume:
+def _sample(
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    origin: tuple[float, float, float],
+    to_phantom: np.ndarray,
+    warp: object = None,
+) -> Volume:
     volume = make_volume(np.zeros(shape), spacing, origin=origin)
     index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).astype(float)
     points = index @ volume.affine[:3, :3].T + volume.affine[:3, 3]
@@ -80,7 +85,10 @@ def test_deformable_improves_on_affine() -> None:
     affine = register(fixed, moving, deformable=False, parameters=parameters)
     deformable = register(fixed, moving, deformable=True, parameters=parameters)
     assert deformable.ncc_after > affine.ncc_after
-    assert deformable.displacement is not None and deformable.displacement.shape == (3, *fixed.shape)
+    assert deformable.displacement is not None and deformable.displacement.shape == (
+        3,
+        *fixed.shape,
+    )
 
 
 def test_pipeline_hook_returns_a_registration() -> None:
@@ -104,8 +112,11 @@ FAST_RIGID = RegistrationParameters(rigid_iterations=80, affine_iterations=0)
 
 def _by_concept(findings: Findings) -> dict[tuple[str, str], float]:
     labels = {s.description.number: s.description.label for s in findings.segments}
-    return {(labels[m.segment_number], m.concept.meaning): m.value
-            for m in findings.measurements if m.segment_number is not None}
+    return {
+        (labels[m.segment_number], m.concept.meaning): m.value
+        for m in findings.measurements
+        if m.segment_number is not None
+    }
 
 
 def _chest(**options: object) -> Volume:
@@ -118,7 +129,9 @@ def test_shifted_chest_recovers_translation_and_unchanged_volumes() -> None:
     """Current = the prior's pixels at positions moved by (5, -3, 2) mm: matrix = that shift, no change."""
     prior = _chest(n_slices=32, rows=96, columns=96, seed=1)
     shift = np.array([5.0, -3.0, 2.0])
-    current = dataclasses.replace(prior, origin=tuple(float(v) for v in np.asarray(prior.origin) + shift))
+    current = dataclasses.replace(
+        prior, origin=tuple(float(v) for v in np.asarray(prior.origin) + shift)
+    )
     pipeline = PriorComparePipeline(deformable=False, parameters=FAST_RIGID)
     findings = pipeline.run_with_prior(current, PriorSeries(prior, "1.2.3", "1.2.3.4", "1.2.3.5"))
     (registration,) = findings.registrations
@@ -137,35 +150,55 @@ def test_volume_change_is_reported_per_structure() -> None:
     """A larger current chest: each row equals ct-anatomy on either series, and the change adds up."""
     prior = _chest(n_slices=28, rows=96, columns=96, seed=1)
     current = _chest(n_slices=36, rows=112, columns=112, seed=2)
-    pipeline = PriorComparePipeline(deformable=False, parameters=RegistrationParameters(
-        levels_mm=(6.0,), rigid_iterations=5, affine_iterations=0))
+    pipeline = PriorComparePipeline(
+        deformable=False,
+        parameters=RegistrationParameters(
+            levels_mm=(6.0,), rigid_iterations=5, affine_iterations=0
+        ),
+    )
     findings = pipeline.run_with_prior(current, PriorSeries(prior, "1.2.3", "1.2.3.4", "1.2.3.5"))
     rows = _by_concept(findings)
-    now, before = _by_concept(CtAnatomyPipeline().run(current)), _by_concept(CtAnatomyPipeline().run(prior))
+    now, before = (
+        _by_concept(CtAnatomyPipeline().run(current)),
+        _by_concept(CtAnatomyPipeline().run(prior)),
+    )
     for label in ("Body", "Lungs", "Bone"):
         assert rows[(label, "Volume")] == now[(label, "Volume")]
         assert rows[(label, "Volume of prior")] == before[(label, "Volume")]
         change = now[(label, "Volume")] - before[(label, "Volume")]
         assert change > 0
         assert rows[(label, "Change in volume")] == pytest.approx(change)
-        assert rows[(label, "Percent change in volume")] == pytest.approx(100 * change / before[(label, "Volume")])
+        assert rows[(label, "Percent change in volume")] == pytest.approx(
+            100 * change / before[(label, "Volume")]
+        )
     codes_used = {(m.concept.scheme, m.concept.value) for m in findings.measurements}
-    assert {("SCT", "118565006"), ("99AINODE", "PRIORVOL"), ("99AINODE", "VOLCHG"),
-            ("99AINODE", "VOLCHGPCT")} <= codes_used
-    assert findings.segments and len(findings.segments[0].mask) == len(findings.source_sop_instance_uids)
+    assert {
+        ("SCT", "118565006"),
+        ("99AINODE", "PRIORVOL"),
+        ("99AINODE", "VOLCHG"),
+        ("99AINODE", "VOLCHGPCT"),
+    } <= codes_used
+    assert findings.segments and len(findings.segments[0].mask) == len(
+        findings.source_sop_instance_uids
+    )
 
 
 def test_mr_is_registered_only() -> None:
     fixed = _sample((24, 32, 32), (2.0, 2.0, 2.0), (-32.0, -32.0, -24.0), np.eye(4))
     fixed = dataclasses.replace(fixed, modality="MR")
     findings = PriorComparePipeline(deformable=False, parameters=FAST_RIGID).run_with_prior(
-        fixed, PriorSeries(fixed, "1.2.3", "1.2.3.4", "1.2.3.5"))
+        fixed, PriorSeries(fixed, "1.2.3", "1.2.3.4", "1.2.3.5")
+    )
     assert findings.registrations and not findings.segments and not findings.measurements
     assert any("CT only" in note for note in findings.notes)
 
 
 def test_volume_change_rows() -> None:
     prior_ml, change, percent = volume_change(110.0, 100.0, 3)
-    assert (prior_ml.value, change.value, percent.value) == (100.0, pytest.approx(10.0), pytest.approx(10.0))
+    assert (prior_ml.value, change.value, percent.value) == (
+        100.0,
+        pytest.approx(10.0),
+        pytest.approx(10.0),
+    )
     assert {m.segment_number for m in (prior_ml, change, percent)} == {3}
     assert percent.unit.value == "%" and change.unit.value == "mL"

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-
 from bundles import make_volume
+
 from pipelines.errors import InputError
 from pipelines.findings import DerivedSeries
 from pipelines.reformat import ReformatParameters, ReformatPipeline, reformat, thick_slab_mip
@@ -24,17 +24,23 @@ def _position(series: DerivedSeries, index: tuple[int, int, int]) -> np.ndarray:
     )
 
 
-def _axial(row_direction: tuple[float, float, float] = (1.0, 0.0, 0.0)) -> tuple[Volume, np.ndarray]:
+def _axial(
+    row_direction: tuple[float, float, float] = (1.0, 0.0, 0.0),
+) -> tuple[Volume, np.ndarray]:
     voxels = np.full((20, 30, 40), -1000.0, dtype=np.float32)
     voxels[7, 11, 13] = 1000.0
-    volume = make_volume(voxels, (2.5, 0.7, 0.8), origin=(-10.0, -20.0, 30.0), row_direction=row_direction)
+    volume = make_volume(
+        voxels, (2.5, 0.7, 0.8), origin=(-10.0, -20.0, 30.0), row_direction=row_direction
+    )
     point = (volume.affine @ np.array([7, 11, 13, 1.0]))[:3]
     return volume, point
 
 
 @pytest.mark.parametrize("plane", ["axial", "coronal", "sagittal"])
 @pytest.mark.parametrize("row_direction", [(1.0, 0.0, 0.0), (-1.0, 0.0, 0.0)], ids=["L", "R"])
-def test_a_voxel_lands_at_its_patient_position(plane: str, row_direction: tuple[float, float, float]) -> None:
+def test_a_voxel_lands_at_its_patient_position(
+    plane: str, row_direction: tuple[float, float, float]
+) -> None:
     volume, point = _axial(row_direction)
     series = reformat(volume, plane)
     hot = np.unravel_index(np.argmax(series.voxels), series.voxels.shape)
@@ -50,7 +56,11 @@ def test_coronal_and_sagittal_orientation_and_spacing() -> None:
     assert coronal.slice_direction == (0.0, 1.0, 0.0)
     assert coronal.spacing == (0.7, 2.5, 0.8) and coronal.voxels.shape == (30, 20, 40)
     sagittal = reformat(volume, "sagittal")
-    assert sagittal.row_direction == (0.0, 1.0, 0.0) and sagittal.slice_direction == (-1.0, 0.0, 0.0)
+    assert sagittal.row_direction == (0.0, 1.0, 0.0) and sagittal.slice_direction == (
+        -1.0,
+        0.0,
+        0.0,
+    )
     assert sagittal.spacing == (0.8, 2.5, 0.7) and sagittal.voxels.shape == (40, 20, 30)
     # first row of a coronal image is the most superior slice
     assert coronal.origin[2] == pytest.approx(30.0 + 19 * 2.5)
@@ -87,7 +97,12 @@ def test_pipeline_returns_the_configured_series() -> None:
     volume, _ = _axial()
     findings = ReformatPipeline(ReformatParameters(slab_mm=5.0)).run(volume)
     descriptions = [s.description for s in findings.derived_series]
-    assert descriptions == ["Coronal MPR 0.7 mm", "Sagittal MPR 0.8 mm", "Axial MIP 5 mm", "Coronal MIP 4.9 mm"]
+    assert descriptions == [
+        "Coronal MPR 0.7 mm",
+        "Sagittal MPR 0.8 mm",
+        "Axial MIP 5 mm",
+        "Coronal MIP 4.9 mm",
+    ]
     assert findings.source_sop_instance_uids == volume.sop_instance_uids
 
 
