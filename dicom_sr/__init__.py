@@ -17,11 +17,12 @@ from dicom_sr.derived import write_derived_series
 from dicom_sr.equipment import algorithm_device_uid, contributing_equipment
 from dicom_sr.errors import DicomWriterError, EncodingError, IdentityError, SourceImagesError
 from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity
+from dicom_sr.kinds import ResultKind
 from dicom_sr.kos import write_key_object_selection
 from dicom_sr.pdf import write_pdf_report
-from dicom_sr.profile import ResultFormat, ScFrames, SegmentationType, ViewerProfile
+from dicom_sr.profile import ScFrames, SegmentationType, ViewerProfile
 from dicom_sr.registration import write_deformable_registration, write_spatial_registration
-from dicom_sr.results import DEFAULT_FORMATS, write_results
+from dicom_sr.results import DEFAULT_FORMATS, write_primary_outputs, write_results
 from dicom_sr.sc import write_secondary_captures
 from dicom_sr.seg import write_segmentation
 from dicom_sr.sr import write_measurement_report
@@ -33,8 +34,8 @@ __all__ = [
     "DicomWriterError",
     "EncodingError",
     "IdentityError",
-    "ResultFormat",
     "ResultIdentity",
+    "ResultKind",
     "ScFrames",
     "SegmentationType",
     "SourceImagesError",
@@ -46,6 +47,7 @@ __all__ = [
     "write_key_object_selection",
     "write_measurement_report",
     "write_pdf_report",
+    "write_primary_outputs",
     "write_results",
     "write_secondary_captures",
     "write_segmentation",

@@ -35,7 +35,8 @@ def functional_group(image: Dataset, frame_index: int, keyword: str) -> Dataset 
             continue
         sequence = groups[index].get(keyword)
         if sequence:
-            return sequence[0]
+            item: Dataset = sequence[0]
+            return item
     return None
 
 
@@ -124,11 +125,12 @@ class SourceFrames:
                 axis=1,
             )
         row_direction, column_direction = self.orientation[:3], self.orientation[3:]
-        return (
+        patient: np.ndarray = (
             origin
             + points[:, 1:2] * self.pixel_spacing[0] * column_direction
             + points[:, 2:3] * self.pixel_spacing[1] * row_direction
         )
+        return patient
 
     def reference(self, frame: int) -> tuple[Dataset, int | None]:
         """Return (source image, 1-based frame number or ``None``) of a findings frame."""
@@ -141,7 +143,8 @@ def _interp(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
     inner = np.interp(x, xp, fp)
     low = fp[0] + (x - xp[0]) * (fp[1] - fp[0])
     high = fp[-1] + (x - xp[-1]) * (fp[-1] - fp[-2])
-    return np.where(x < xp[0], low, np.where(x > xp[-1], high, inner))
+    values: np.ndarray = np.where(x < xp[0], low, np.where(x > xp[-1], high, inner))
+    return values
 
 
 def source_frames(source_images: Sequence[Dataset], findings: Findings) -> SourceFrames:

@@ -20,7 +20,8 @@ _INDEX = {offset: index for index, offset in enumerate(_DIRECTIONS)}
 
 def frame_areas(mask: np.ndarray) -> np.ndarray:
     """Return the number of mask pixels on each frame of ``[frame, row, column]``."""
-    return np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1)
+    areas: np.ndarray = np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1)
+    return areas
 
 
 def key_frame(mask: np.ndarray) -> int | None:
@@ -33,18 +34,22 @@ def key_frame(mask: np.ndarray) -> int | None:
 
 def boundary(mask2d: np.ndarray, width: int = 1) -> np.ndarray:
     """Return the pixels of ``mask2d`` on its border, ``width`` pixels thick."""
-    inner = ndimage.binary_erosion(mask2d, iterations=width, border_value=0)
-    return mask2d & ~inner
+    inner: np.ndarray = ndimage.binary_erosion(mask2d, iterations=width, border_value=0)
+    edge: np.ndarray = mask2d & ~inner
+    return edge
 
 
 def largest_component(mask2d: np.ndarray) -> np.ndarray:
     """Return the largest 8-connected component of ``mask2d``."""
+    labels: np.ndarray
+    count: int
     labels, count = ndimage.label(mask2d, structure=np.ones((3, 3), dtype=bool))
     if count <= 1:
         return mask2d.astype(bool)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    return labels == int(np.argmax(sizes))
+    largest: np.ndarray = labels == int(np.argmax(sizes))
+    return largest
 
 
 def trace_contour(mask2d: np.ndarray, max_points: int = 256) -> np.ndarray:

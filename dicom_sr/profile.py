@@ -37,16 +37,6 @@ class ScFrames(enum.Enum):
     ALL = "ALL"
 
 
-class ResultFormat(enum.Enum):
-    """The kinds of result object :func:`dicom_sr.write_results` writes."""
-
-    SEG = "seg"
-    SR = "sr"
-    SC = "sc"
-    PDF = "pdf"
-    KO = "ko"
-
-
 #: Transfer syntaxes a segmentation can be written in with highdicom 0.28.
 SEG_TRANSFER_SYNTAXES = frozenset({ExplicitVRLittleEndian, JPEG2000Lossless})
 

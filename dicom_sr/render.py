@@ -82,15 +82,19 @@ def window(image: Dataset, values: np.ndarray) -> np.ndarray:
 def _window(image: Dataset, values: np.ndarray) -> tuple[float, float]:
     center, width = image.get("WindowCenter"), image.get("WindowWidth")
     if center is not None and width is not None:
-        first = lambda v: (
-            float(v[0]) if isinstance(v, Sequence) and not isinstance(v, str) else float(v)
-        )
-        return first(center), first(width)
+        return _first_value(center), _first_value(width)
     default = _DEFAULT_WINDOWS.get(str(image.get("Modality", "")))
     if default is not None:
         return default
     low, high = np.percentile(values, (1, 99))
     return float(low + high) / 2.0, float(max(high - low, 1.0))
+
+
+def _first_value(value: float | str | Sequence[float]) -> float:
+    """Return the first value of a possibly multi-valued DS element as a float."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return float(value[0])
+    return float(value)
 
 
 @lru_cache(maxsize=8)

@@ -10,9 +10,10 @@ from pydicom.dataset import Dataset
 from dicom_sr.derived import write_derived_series
 from dicom_sr.errors import IdentityError
 from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity, derived_uid
+from dicom_sr.kinds import ResultKind
 from dicom_sr.kos import write_key_object_selection
 from dicom_sr.pdf import write_pdf_report
-from dicom_sr.profile import ResultFormat, ViewerProfile
+from dicom_sr.profile import ViewerProfile
 from dicom_sr.registration import write_deformable_registration, write_spatial_registration
 from dicom_sr.sc import write_secondary_captures
 from dicom_sr.seg import write_segmentation
@@ -140,9 +141,9 @@ def write_results(
     profile = profile or ViewerProfile()
     results: list[Dataset] = []
     segmentation = None
-    report_wanted = ResultFormat.SR in wanted and has_report_content(findings)
-    if findings.segments and (ResultFormat.SEG in wanted or report_wanted):
-        seg_id = ids.get(ResultFormat.SEG)
+    report_wanted = ResultKind.SR in wanted and has_report_content(findings)
+    if findings.segments and (ResultKind.SEG in wanted or report_wanted):
+        seg_id = ids.get(ResultKind.SEG)
         if seg_id is None:
             raise IdentityError(
                 "no result identity for seg (the SEG, or the SEG the SR references)"
@@ -150,34 +151,34 @@ def write_results(
         segmentation = write_segmentation(
             source_images, findings, seg_id, device, algorithm, profile=profile
         )
-        if ResultFormat.SEG in wanted:
+        if ResultKind.SEG in wanted:
             results.append(segmentation)
     report = None
     if report_wanted:
         report = write_measurement_report(
-            source_images, findings, segmentation, ids[ResultFormat.SR], device, algorithm
+            source_images, findings, segmentation, ids[ResultKind.SR], device, algorithm
         )
         results.append(report)
-    if ResultFormat.SC in wanted and findings.segments:
+    if ResultKind.SC in wanted and findings.segments:
         results.extend(
             write_secondary_captures(
                 source_images,
                 findings,
-                ids[ResultFormat.SC],
+                ids[ResultKind.SC],
                 device,
                 algorithm,
                 frames=profile.sc_frames,
             )
         )
-    if ResultFormat.PDF in wanted:
+    if ResultKind.PDF in wanted:
         results.append(
-            write_pdf_report(source_images, findings, ids[ResultFormat.PDF], device, algorithm)
+            write_pdf_report(source_images, findings, ids[ResultKind.PDF], device, algorithm)
         )
-    if ResultFormat.KO in wanted:
+    if ResultKind.KO in wanted:
         kos = write_key_object_selection(
             source_images,
             findings,
-            ids[ResultFormat.KO],
+            ids[ResultKind.KO],
             device,
             algorithm,
             results=[r for r in (segmentation, report) if r is not None],
@@ -187,7 +188,7 @@ def write_results(
     if primary_outputs and (findings.derived_series or findings.registrations):
         check_source_images(source_images, findings)
         check_algorithm(findings, algorithm)
-        fallback = ids.get(ResultFormat.SEG) or ids.get(ResultFormat.SR)
+        fallback = ids.get(ResultKind.SEG) or ids.get(ResultKind.SR)
         results.extend(_derived_images(source_images, findings, extra, fallback, device, algorithm))
         results.extend(
             _registrations(
@@ -198,12 +199,63 @@ def write_results(
         logger.info(
             "findings of %s gave nothing to write in %s",
             findings.pipeline_name,
-            sorted(f.value for f in wanted),
+            sorted(f.format_name for f in wanted),
         )
     return tuple(results)
 
 
 _EXTRA_KEYS = frozenset({DERIVED_IDENTITY, REGISTRATION_IDENTITY})
+
+
+def write_primary_outputs(
+    source_images: Sequence[Dataset],
+    findings: Findings,
+    device: DeviceIdentity,
+    algorithm: AlgorithmIdentity,
+    *,
+    derived: ResultIdentity | None = None,
+    registration: ResultIdentity | None = None,
+    prior_images: Sequence[Dataset] = (),
+) -> tuple[Dataset, ...]:
+    """Write exactly the derived series and registration objects a caller planned.
+
+    Unlike :func:`write_results`, nothing is derived from a SEG or SR
+    identity: without ``derived`` no derived series is written, without
+    ``registration`` no registration object (each is the base identity of
+    its series, numbered as :func:`write_results` describes).
+
+    Parameters
+    ----------
+    source_images, findings, device, algorithm
+        As for :func:`write_results`.
+    derived : ResultIdentity | None
+        Identity of the first derived series (PS3.3 C.8.2.1 derived images).
+    registration : ResultIdentity | None
+        Identity of the first Spatial Registration (PS3.3 A.39).
+    prior_images : Sequence[pydicom.dataset.Dataset]
+        The prior series' metadata, for the registration's references.
+
+    Returns
+    -------
+    tuple[pydicom.dataset.Dataset, ...]
+        The derived series' images, then the registration objects.
+    """
+    wanted_derived = derived is not None and bool(findings.derived_series)
+    wanted_reg = registration is not None and bool(findings.registrations)
+    if not (wanted_derived or wanted_reg):
+        return ()
+    check_source_images(source_images, findings)
+    check_algorithm(findings, algorithm)
+    results: list[Dataset] = []
+    if derived is not None:
+        extra = {DERIVED_IDENTITY: derived}
+        results.extend(_derived_images(source_images, findings, extra, None, device, algorithm))
+    if registration is not None:
+        extra = {REGISTRATION_IDENTITY: registration}
+        results.extend(
+            _registrations(source_images, findings, extra, None, device, algorithm, prior_images)
+        )
+    return tuple(results)
 
 
 def _extra_identity(
@@ -328,38 +380,51 @@ def _registrations(
     return objects
 
 
-def _formats(formats: Collection[str]) -> set[ResultFormat]:
+#: The kinds :func:`write_results` writes by ``formats``.
+WRITABLE_FORMATS = frozenset(
+    {ResultKind.SEG, ResultKind.SR, ResultKind.SC, ResultKind.PDF, ResultKind.KO}
+)
+
+
+def _format(name: str) -> ResultKind:
+    known = ", ".join(sorted(f.format_name for f in WRITABLE_FORMATS))
+    try:
+        kind = ResultKind.parse(str(name))
+    except ValueError as exc:
+        raise IdentityError(f"unknown result format {name!r}; known: {known}") from exc
+    if kind not in WRITABLE_FORMATS:
+        raise IdentityError(
+            f"{kind.format_name} is written by write_primary_outputs, not by formats "
+            f"(known: {known})"
+        )
+    return kind
+
+
+def _formats(formats: Collection[str]) -> set[ResultKind]:
     if isinstance(formats, str):
         raise IdentityError("formats must be a collection of names, not a string")
-    try:
-        return {ResultFormat(str(name).lower()) for name in formats}
-    except ValueError as exc:
-        known = ", ".join(f.value for f in ResultFormat)
-        raise IdentityError(f"unknown result format in {sorted(formats)}; known: {known}") from exc
+    return {_format(name) for name in formats}
 
 
 def _identities(
-    wanted: set[ResultFormat],
+    wanted: set[ResultKind],
     seg_identity: ResultIdentity | None,
     sr_identity: ResultIdentity | None,
     identities: Mapping[str, ResultIdentity] | None,
     extra: Mapping[str, ResultIdentity] | None = None,
-) -> dict[ResultFormat, ResultIdentity]:
-    ids: dict[ResultFormat, ResultIdentity] = {}
+) -> dict[ResultKind, ResultIdentity]:
+    ids: dict[ResultKind, ResultIdentity] = {}
     if seg_identity is not None:
-        ids[ResultFormat.SEG] = seg_identity
+        ids[ResultKind.SEG] = seg_identity
     if sr_identity is not None:
-        ids[ResultFormat.SR] = sr_identity
+        ids[ResultKind.SR] = sr_identity
     for name, identity in (identities or {}).items():
-        try:
-            ids[ResultFormat(name.lower())] = identity
-        except ValueError as exc:
-            raise IdentityError(f"identity for unknown result format {name!r}") from exc
-    missing = sorted(f.value for f in wanted - {ResultFormat.SEG} if f not in ids)
+        ids[_format(name)] = identity
+    missing = sorted(f.format_name for f in wanted - {ResultKind.SEG} if f not in ids)
     if missing:
         raise IdentityError(f"no result identity for {', '.join(missing)}")
     seen: dict[str, str] = {}
-    named = [(kind.value, identity) for kind, identity in ids.items()]
+    named = [(kind.format_name, identity) for kind, identity in ids.items()]
     named += [(key.lower(), identity) for key, identity in (extra or {}).items()]
     for kind, identity in named:
         for uid in (identity.series_instance_uid, identity.sop_instance_uid):

@@ -112,7 +112,7 @@ def source_stack(source_images: Sequence[Dataset]) -> SourceStack:
         )
     first = source_images[0]
     if len(source_images) == 1 and int(first.get("NumberOfFrames") or 1) > 1:
-        entries = [
+        entries: list[tuple[Dataset, int | None, np.ndarray, np.ndarray, np.ndarray]] = [
             (first, number, *frame_plane(first, number - 1))
             for number in range(1, int(first.NumberOfFrames) + 1)
         ]

@@ -15,7 +15,12 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DataElementSequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, EncapsulatedPDFStorage, ExplicitVRLittleEndian
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    EncapsulatedPDFStorage,
+    ExplicitVRLittleEndian,
+)
 
 from dicom_sr.codes import DIAGNOSTIC_IMAGING_REPORT
 from dicom_sr.equipment import contributing_equipment, set_general_equipment
@@ -77,7 +82,7 @@ def write_pdf_report(
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = EncapsulatedPDFStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = identity.sop_instance_uid
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(identity.sop_instance_uid)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.SOPClassUID = EncapsulatedPDFStorage

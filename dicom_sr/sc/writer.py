@@ -26,7 +26,7 @@ from dicom_sr.identity import AlgorithmIdentity, DeviceIdentity, ResultIdentity,
 from dicom_sr.profile import ScFrames
 from dicom_sr.render import DISCLAIMER, frames_to_show, render_frame
 from dicom_sr.sources import check_algorithm, check_source_images, finish_result
-from pipelines.findings import Findings
+from pipelines.findings import Findings, Segment
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def write_secondary_captures(
 
 def _image(
     geometry: SourceFrames,
-    segments: list,
+    segments: Sequence[Segment],
     frame: int,
     index: int,
     identity: ResultIdentity,
@@ -97,6 +97,7 @@ def _image(
     source, frame_number = geometry.reference(frame)
     pixels = render_frame(geometry, segments, frame)
     spacing = geometry.pixel_spacing
+    pixel_spacing = tuple(float(v) for v in spacing) if spacing is not None else None
     try:
         image = hd.sc.SCImage.from_ref_dataset(
             ref_dataset=source,
@@ -109,7 +110,8 @@ def _image(
             sop_instance_uid=sc_sop_instance_uid(identity, index),
             instance_number=identity.instance_number + index,
             manufacturer=device.manufacturer,
-            pixel_spacing=tuple(float(v) for v in spacing) if spacing is not None else None,
+            # highdicom 0.28 annotates this as tuple[int, int]; SCImage takes floats
+            pixel_spacing=pixel_spacing,  # type: ignore[arg-type]
             patient_orientation=_patient_orientation(geometry),
             transfer_syntax_uid=ExplicitVRLittleEndian,
             contributing_equipment=contributing_equipment(device, algorithm),

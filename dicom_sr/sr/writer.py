@@ -37,7 +37,7 @@ from dicom_sr.outline import key_frame
 from dicom_sr.seg.writer import segment_tracking_uid
 from dicom_sr.sources import check_algorithm, check_source_images, finish_result
 from dicom_sr.sr import groups
-from pipelines.findings import Findings
+from pipelines.findings import Classification, Findings, Measurement
 
 logger = logging.getLogger(__name__)
 
@@ -212,11 +212,11 @@ def _segment_groups(
     group (a segmentation is then required); with a segmentation, every
     segment in it gets its groups.
     """
-    referenced = {
-        item.segment_number
-        for item in (*findings.measurements, *findings.classifications)
-        if item.segment_number is not None
-    }
+    results: tuple[Measurement | Classification, ...] = (
+        *findings.measurements,
+        *findings.classifications,
+    )
+    referenced = {r.segment_number for r in results if r.segment_number is not None}
     if referenced and segmentation is None:
         raise EncodingError("measurements refer to segments but no segmentation was given")
     if segmentation is None:

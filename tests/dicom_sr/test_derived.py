@@ -11,7 +11,7 @@ from pydicom.uid import CTImageStorage, MRImageStorage, SecondaryCaptureImageSto
 
 from dicom_sr import EncodingError, ResultIdentity, write_results
 from dicom_sr.derived import image_type_value3, write_derived_series
-from node.phantom import make_chest_phantom
+from node.demo.phantom import make_chest_phantom
 from pipelines.findings import Code, DerivedSeries, Findings
 from pipelines.reformat import (
     MAXIMUM_INTENSITY_PROJECTION,

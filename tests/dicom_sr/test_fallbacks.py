@@ -107,7 +107,10 @@ def test_key_object_selection(tmp_path, dciodvfy, ct_series, build_findings, dev
 def test_rejection_note_withdraws_earlier_results(
     tmp_path, dciodvfy, ct_series, build_findings, device, algorithm
 ):
-    """An IHE IOCM rejection note: KOS titled 113001, listing the withdrawn SEG and SR, in their study."""
+    """An IHE IOCM rejection note: KOS titled 113001.
+
+    It lists the withdrawn SEG and SR, in their study.
+    """
     seg, sr = write_results(
         ct_series, build_findings(ct_series), identity(9001), identity(9002), device, algorithm
     )

@@ -95,7 +95,8 @@ def test_c_store(tmp_path, results):
     if shutil.which("Orthanc") is None or shutil.which("storescu") is None:
         pytest.skip("Orthanc or dcmtk is not installed")
     paths = []
-    # storescu 3.6.7 knows no Label Map SOP class and proposes no JPEG 2000: those go as the node sends them
+    # storescu 3.6.7 knows no Label Map SOP class and proposes no JPEG 2000:
+    # those go as the node sends them
     newer = [
         ds
         for ds in results
