@@ -1,38 +1,28 @@
 """The SEG read the way OHIF reads it: dcmjs's Cornerstone segmentation adapter in Node.js.
 
-``tests/js/seg_labelmap.mjs`` parses the SEG with
-``dcmjs.adapters.Cornerstone.Segmentation.generateToolState`` (dcmjs pinned in
-``tests/js/package.json``; run ``npm ci`` in ``tests/js`` once) and writes the
+The peer (:mod:`peers.dcmjs`) parses the SEG with
+``dcmjs.adapters.Cornerstone.Segmentation.generateToolState`` and writes the
 label maps it builds; each must equal the pipeline's masks voxel for voxel.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-from pathlib import Path
-
 import numpy as np
+import peers
 import pytest
 
 from dicom_sr import AlgorithmIdentity, ViewerProfile, write_segmentation
-from node.phantom import make_chest_phantom
+from node.demo.phantom import make_chest_phantom
 from pipelines.ct_anatomy import CtAnatomyPipeline
 from pipelines.volume import load_volume
 from tests.dicom_sr.test_air_conformance import identity
 
-JS_DIR = Path(__file__).resolve().parents[1] / "js"
-
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    executable = shutil.which("node")
-    if executable is None:
+    if peers.dcmjs.node_executable() is None:
         pytest.skip("Node.js is not installed")
-    if not (JS_DIR / "node_modules" / "dcmjs").is_dir():
-        pytest.fail("dcmjs is missing: run `npm ci` in tests/js")
-    return executable
+    return peers.dcmjs.require_dcmjs()
 
 
 @pytest.fixture(scope="module")
@@ -46,29 +36,7 @@ def chest():
 
 
 def _dcmjs_labelmaps(node, tmp_path, seg, sources):
-    seg_path = tmp_path / "seg.dcm"
-    seg.save_as(seg_path, enforce_file_format=True)
-    paths = []
-    for index, ds in enumerate(sources):
-        path = tmp_path / f"src{index:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(str(path))
-    prefix = tmp_path / "labelmap"
-    subprocess.run(
-        [node, str(JS_DIR / "seg_labelmap.mjs"), str(seg_path), str(prefix), *paths],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=JS_DIR,
-    )
-    meta = json.loads(prefix.with_suffix(".json").read_text())
-    shape = (meta["frames"], meta["rows"], meta["columns"])
-    maps = [
-        np.fromfile(f"{prefix}.{i}.u16", dtype="<u2").reshape(shape)
-        for i in range(meta["labelmaps"])
-    ]
-    return meta, maps
+    return peers.dcmjs.dcmjs_labelmaps(seg, sources, tmp_path)
 
 
 def _assert_same_masks(findings, meta, maps):
