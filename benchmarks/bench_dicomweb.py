@@ -1,4 +1,6 @@
-"""Benchmark STOW-RS ingest into the node on loopback, beside C-STORE (it measures, it never asserts).
+"""Benchmark STOW-RS ingest into the node on loopback, beside C-STORE.
+
+It measures, it never asserts.
 
 For a CT series (default 300 slices of 512x512), measures instances/s and
 MB/s into the node's ``POST /dicom-web/studies``:
@@ -42,8 +44,8 @@ from dicomweb_client import DICOMwebClient
 
 from node.app import Node
 from node.config import load_settings
-from node.dicomweb_multipart import multipart_files, new_boundary
-from node.phantom import make_chest_phantom
+from node.demo.phantom import make_chest_phantom
+from node.multipart import multipart_files, new_boundary
 
 TOKEN = "benchmark-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

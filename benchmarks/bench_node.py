@@ -38,8 +38,8 @@ import peers  # noqa: E402
 from node.app import Node  # noqa: E402
 from node.config import load_settings  # noqa: E402
 from node.db.models import JobState  # noqa: E402
-from node.phantom import make_chest_phantom  # noqa: E402
-from node.scu import send_datasets  # noqa: E402
+from node.demo.phantom import make_chest_phantom  # noqa: E402
+from node.demo.scu import send_datasets  # noqa: E402
 
 
 def _settings(workdir: Path, orthanc: peers.Orthanc | None, routes: bool) -> Any:

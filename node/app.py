@@ -1,48 +1,56 @@
 """The one place the node is wired together.
 
-Data flows one way: DIMSE ingress -> spool + audit -> assembler (is the study
-complete?) -> router (which pipelines) -> runner (worker processes: pipeline,
-then ``dicom_sr`` writers) -> egress (C-STORE to destinations). The
-scheduler drives the periodic stages; every state change is a database row.
+Data flows one way, one stage per subpackage of ``node/``::
+
+    ingress   (DIMSE C-STORE SCP, STOW-RS)  -> spool + audit database
+    study     (assembler: is it complete?  -> router: which pipelines?
+               -> planning: which jobs, and each job's ResultPlan)
+    jobs      (runner -> worker processes: pipeline, then dicom_sr writers, as planned)
+    egress    (C-STORE / STOW-RS to each destination: exactly its planned objects)
+
+``retrieve`` pulls studies and priors from configured sources (inference
+requests, completeness counts); ``http`` serves the REST API and DICOMweb;
+``db`` holds the audit database. The scheduler drives the periodic stages;
+every state change is a database row. :class:`Node` builds the graph in
+:meth:`Node.__init__` and runs it in one life cycle (:meth:`Node.start`,
+:meth:`Node.stop`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from dicom_sr.identity import DeviceIdentity
-from node.api import ApiContext, create_api
-from node.assembler import CompletenessCheck, StudyAssembler, mint_result_uids
 from node.config import Settings
 from node.db.actions import JobActions
 from node.db.engine import make_engine, migrate
 from node.db.models import Job
 from node.db.store import AuditStore
-from node.egress import Egress
-from node.errors import ConfigError, JobError
-from node.ingress_dicomweb import StowIngress
-from node.ingress_dimse import ScpConfig, StorageScp
+from node.egress.delivery import Egress
+from node.http.api import ApiContext, create_api
+from node.http.server import HttpServer
+from node.ingress.dimse import ScpConfig, StorageScp
+from node.ingress.stow import StowIngress
+from node.jobs.loader import PipelineCatalog, check_pipelines
+from node.jobs.runner import ProcessRunner
+from node.jobs.spec import JobSpec, PriorInputs, SupersededOutput
 from node.metrics import NodeMetrics
-from node.retrieve import Retriever, plan_request_jobs, query_counts
-from node.runner import ProcessRunner
-from node.storage import Spool
-from node.work import (
-    JobSpec,
-    PriorInputs,
-    ResultVariant,
-    SupersededOutput,
-    configured_pipeline_class,
-    pipeline_class,
-)
-from pipelines.errors import PipelineError
+from node.retrieve.counts import query_counts
+from node.retrieve.prior import PriorFinder
+from node.retrieve.requests import Retriever
+from node.spool import Spool
+from node.study.assembler import StudyAssembler
+from node.study.completeness import CompletenessCheck
+from node.study.plan import ResultPlan, ResultPlanner
+from node.study.planning import JobPlanner
 
 logger = logging.getLogger(__name__)
 
@@ -52,73 +60,6 @@ def ainode_version() -> str:
         return version("ainode")
     except PackageNotFoundError:
         return "0+unknown"
-
-
-def pipeline_info(name: str) -> tuple[str | None, str | None]:
-    """``(version, model checksum)`` of a pipeline, for the audit record."""
-    cls = pipeline_class(name)
-    return cls.version, cls.model_checksum
-
-
-def check_pipelines(settings: Settings) -> None:
-    """Fail at start-up, not at the first study, when a route names an unknown pipeline.
-
-    Pipelines configured under ``pipelines:`` (MONAI bundles) are checked by
-    their own settings model (path exists, checksum given).
-    """
-    for route in settings.routes:
-        for name in route.pipelines:
-            try:
-                if name in settings.pipelines:
-                    _check_bundle(name, settings.pipelines[name].model_dump(mode="json"))
-                    continue
-                pipeline_class(name)
-            except (PipelineError, JobError) as exc:
-                raise ConfigError(f"route {route.name!r}: {exc}") from exc
-
-
-def _check_bundle(name: str, config: dict[str, Any]) -> None:
-    """Read a configured bundle's metadata and label map, and check its weights' SHA-256 now."""
-    from pipelines.monai_bundle import WEIGHTS_FILE, sha256_of
-
-    configured_pipeline_class(name, config)
-    expected = str(config["sha256"]).lower().removeprefix("sha256:")
-    weights = Path(config["path"]) / WEIGHTS_FILE
-    if not weights.exists():
-        raise PipelineError(f"bundle {name}: weights file {weights} is missing")
-    actual = sha256_of(weights)
-    if actual != expected:
-        raise PipelineError(
-            f"bundle {name}: weights checksum mismatch (configured {expected[:12]}..., file {actual[:12]}...); "
-            f"refusing to load: check the bundle or update pipelines.{name}.sha256"
-        )
-
-
-class _HttpServer:
-    def __init__(self, app: Any, host: str, port: int) -> None:
-        config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="ainode-http", daemon=True)
-
-    def start(self, timeout: float = 15.0) -> None:
-        self._thread.start()
-        deadline = threading.Event()
-        for _ in range(int(timeout / 0.02)):
-            if self._server.started or not self._thread.is_alive():
-                break
-            deadline.wait(0.02)
-        if not self._server.started:
-            raise ConfigError("the HTTP API did not start (is the http_port already in use?)")
-
-    @property
-    def port(self) -> int:
-        return int(self._server.servers[0].sockets[0].getsockname()[1])
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
 
 
 class Node:
@@ -138,6 +79,7 @@ class Node:
         self.settings = settings
         node = settings.node
         check_pipelines(settings)
+        self.pipelines = PipelineCatalog(settings.pipelines)
         self.storage_dir = Path(node.storage_dir).resolve()
         self.engine = make_engine(node.resolved_database_url)
         self.store = AuditStore(self.engine)
@@ -149,6 +91,7 @@ class Node:
             institution_name=node.institution_name,
             device_name=node.ae_title,
         )
+        # ingress
         self.scp = StorageScp(
             ScpConfig(
                 node.ae_title,
@@ -163,20 +106,17 @@ class Node:
             self.store,
             on_stored=self.metrics.on_instance,
         )
-        self.runner = ProcessRunner(
-            self.store,
-            self._job_spec,
-            workers=node.workers,
-            timeout=node.job_timeout_seconds,
-            memory_limit_mb=node.worker_memory_limit_mb,
-            poll_interval=node.poll_interval_seconds,
-            on_done=self._job_done,
+        self.stow = StowIngress(self.spool, self.store, on_stored=self.metrics.on_instance)
+        # study: completeness, routing, planning
+        self.planner = JobPlanner(
+            settings.routes,
+            ResultPlanner(settings.destinations, node.seg_series_number, node.sr_series_number),
+            self.pipelines.info,
         )
         self.assembler = StudyAssembler(
             self.store,
-            settings.routes,
+            self.planner,
             node.study_stable_seconds,
-            self._pipeline_info,
             on_jobs=lambda _ids: self.runner.wake(),
             completeness=CompletenessCheck(
                 self.store,
@@ -189,15 +129,27 @@ class Node:
                 sources=settings.sources,
             ),
         )
+        self.actions = JobActions(self.store, self.planner.replan)
+        # jobs
+        self.runner = ProcessRunner(
+            self.store,
+            self._job_spec,
+            workers=node.workers,
+            timeout=node.job_timeout_seconds,
+            memory_limit_mb=node.worker_memory_limit_mb,
+            poll_interval=node.poll_interval_seconds,
+            on_done=self._job_done,
+        )
+        # egress
         self.egress = Egress(
             self.store,
             settings.destinations,
             node.ae_title,
             settings.egress,
+            plan_of=self.plan_of,
             on_attempt=self.metrics.on_delivery,
         )
-        self.stow = StowIngress(self.spool, self.store, on_stored=self.metrics.on_instance)
-        self.actions = JobActions(self.store, mint_result_uids)
+        # pull: inference requests
         self.retriever = Retriever(
             self.store,
             self.actions,
@@ -205,13 +157,8 @@ class Node:
             self.stow,
             settings.sources,
             node.ae_title,
-            plan=lambda request, series: plan_request_jobs(
-                request,
-                series,
-                settings.routes,
-                tuple(settings.destinations),
-                self._pipeline_info,
-                mint_result_uids,
+            plan=lambda request, series: self.planner.for_request(
+                request, series, tuple(settings.destinations)
             ),
             max_bytes=settings.api.max_upload_mb * 1024 * 1024,
             on_jobs=lambda _ids: self.runner.wake(),
@@ -221,11 +168,11 @@ class Node:
             timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1}
         )
         self._http = (
-            _HttpServer(create_api(self._api_context()), node.http_host, node.http_port)
+            HttpServer(create_api(self._api_context()), node.http_host, node.http_port)
             if http
             else None
         )
-        self._started = False
+        self._running: contextlib.ExitStack | None = None
 
     def _api_context(self) -> ApiContext:
         settings = self.settings
@@ -240,67 +187,28 @@ class Node:
             sender_tokens=settings.sender_tokens,
             destinations=frozenset(settings.destinations),
             sources=frozenset(settings.sources),
-            known_pipeline=self._known_pipeline,
+            known_pipeline=self.pipelines.known,
             wake=self.wake,
-        )
-
-    def _known_pipeline(self, name: str) -> bool:
-        if name in self.settings.pipelines:
-            return True
-        try:
-            pipeline_class(name)
-        except (PipelineError, JobError):
-            return False
-        return True
-
-    def _pipeline_info(self, name: str) -> tuple[str | None, str | None]:
-        configured = self.settings.pipelines.get(name)
-        if configured is not None:
-            cls = configured_pipeline_class(name, configured.model_dump(mode="json"))
-            return cls.version, cls.model_checksum
-        return pipeline_info(name)
-
-    def _formats(self, job: Job) -> tuple[str, ...]:
-        """The result formats the job's destinations ask for (SEG + SR when it has none)."""
-        wanted: set[str] = set()
-        for name in (job.destinations or {}).get("names", []):
-            destination = self.settings.destinations.get(name)
-            if destination is not None:
-                wanted.update(destination.formats)
-        return _ordered(wanted) or ("seg", "sr")
-
-    def _variants(self, job: Job) -> tuple[ResultVariant, ...]:
-        """One result variant per distinct profile among the job's destinations."""
-        grouped: dict[str, tuple[set[str], dict[str, Any]]] = {}
-        for name in (job.destinations or {}).get("names", []):
-            destination = self.settings.destinations.get(name)
-            if destination is None:
-                continue
-            formats, _ = grouped.setdefault(
-                destination.variant,
-                (set(), destination.profile.effective(destination.formats).model_dump()),
-            )
-            formats.update(destination.formats)
-        return tuple(
-            ResultVariant.from_settings(key, _ordered(formats), options)
-            for key, (formats, options) in grouped.items()
         )
 
     # -- wiring callbacks --------------------------------------------------------
 
+    def plan_of(self, job: Job | int) -> ResultPlan:
+        """The result plan of a job (by row or id)."""
+        row = self.store.job_row(job) if isinstance(job, int) else job
+        if row is None:
+            raise LookupError(f"no job {job}")
+        return self.planner.plan_of(row)
+
     def _job_spec(self, job: Job) -> JobSpec:
-        node = self.settings.node
+        names = set((job.destinations or {}).get("names", []))
         return JobSpec(
             job_id=job.id,
             pipeline_name=job.pipeline_name,
             input_paths=tuple(i.path for i in job.inputs),
-            result_uids=job.result_uids,
+            plan=self.plan_of(job),
             output_dir=str(self.spool.result_dir(job.id)),
-            seg_series_number=node.seg_series_number,
-            sr_series_number=node.sr_series_number,
             device=self.device,
-            formats=self._formats(job),
-            variants=self._variants(job),
             withdrawals={
                 destination: tuple(
                     SupersededOutput(
@@ -314,28 +222,22 @@ class Node:
                     for o in outputs
                 )
                 for destination, outputs in self.store.withdrawals(job.id).items()
-                if destination in (job.destinations or {}).get("names", [])
+                if destination in names
             },
-            pipeline_config=(
-                self.settings.pipelines[job.pipeline_name].model_dump(mode="json")
-                if job.pipeline_name in self.settings.pipelines
-                else None
-            ),
+            pipeline_config=self.pipelines.config(job.pipeline_name),
             prior=self._find_prior(job),
         )
 
     def _find_prior(self, job: Job) -> PriorInputs | None:
-        """For a pipeline that compares with a prior (``run_with_prior``): find and fetch it (:mod:`node.prior`).
+        """Find and fetch the prior of a pipeline that compares with one.
+
+        See :mod:`node.retrieve.prior`.
 
         Runs in the runner's slot thread before dispatch; raises ``JobError``
         (the job fails with its message) when there is no prior.
         """
-        if job.pipeline_name in self.settings.pipelines:
+        if not self.pipelines.compares_with_prior(job.pipeline_name):
             return None
-        if not hasattr(pipeline_class(job.pipeline_name), "run_with_prior"):
-            return None
-        from node.prior import PriorFinder
-
         settings = self.settings
         finder = PriorFinder(
             self.store,
@@ -352,15 +254,16 @@ class Node:
             self.wake("egress")
 
     def wake(self, stage: str) -> None:
-        """Run a stage now: ``runner``, or a scheduled one (``assembler``, ``egress``, ``retrieve``)."""
+        """Run a stage now.
+
+        ``runner``, or a scheduled one (``assembler``, ``egress``, ``retrieve``).
+        """
         if stage == "runner":
             self.runner.wake()
             return
-        if self._started:
-            try:
-                self.scheduler.modify_job(stage, next_run_time=_now())
-            except LookupError:
-                pass
+        if self._running is not None and self.scheduler.running:
+            with contextlib.suppress(LookupError):
+                self.scheduler.modify_job(stage, next_run_time=datetime.now(UTC))
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -373,40 +276,48 @@ class Node:
         return self._http.port if self._http else None
 
     def start(self) -> Node:
+        """Start every part; if one fails, stop those already started and re-raise."""
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         migrate(self.engine)
-        self.runner.start()
-        interval = self.settings.node.poll_interval_seconds
-        self.scheduler.add_job(
-            _guarded(self.assembler.tick), "interval", seconds=interval, id="assembler"
-        )
-        self.scheduler.add_job(
-            _guarded(self.egress.tick), "interval", seconds=interval, id="egress"
-        )
-        self.actions.requeue_interrupted_requests()
-        self.scheduler.add_job(
-            _guarded(self.retriever.tick), "interval", seconds=max(interval, 1.0), id="retrieve"
-        )
-        self.scheduler.start()
-        self.scp.start()
-        if self._http:
-            self._http.start()
-        self._started = True
+        try:
+            with contextlib.ExitStack() as running:
+                self.runner.start()
+                running.callback(self.runner.stop)
+                self._schedule()
+                self.scheduler.start()
+                running.callback(self.scheduler.shutdown, wait=True)
+                self.scp.start()
+                running.callback(self.scp.stop)
+                if self._http:
+                    self._http.start()
+                    running.callback(self._http.stop)
+                self._running = running.pop_all()
+        except BaseException:
+            self.engine.dispose()
+            raise
         self.store.record_event(
             "node_started", f"ainode {ainode_version()} as {self.settings.node.ae_title}"
         )
         logger.info("ainode started: DICOM port %d, HTTP port %s", self.dicom_port, self.http_port)
         return self
 
+    def _schedule(self) -> None:
+        interval = self.settings.node.poll_interval_seconds
+        ticks: list[tuple[str, Callable[[], object], float]] = [
+            ("assembler", self.assembler.tick, interval),
+            ("egress", self.egress.tick, interval),
+            ("retrieve", self.retriever.tick, max(interval, 1.0)),
+        ]
+        self.actions.requeue_interrupted_requests()
+        for name, tick, seconds in ticks:
+            self.scheduler.add_job(_guarded(tick), "interval", seconds=seconds, id=name)
+
     def stop(self) -> None:
-        if not self._started:
+        """Stop what :meth:`start` started, in reverse order (HTTP and SCP first)."""
+        running, self._running = self._running, None
+        if running is None:
             return
-        self._started = False
-        self.scp.stop()
-        if self._http:
-            self._http.stop()
-        self.scheduler.shutdown(wait=True)
-        self.runner.stop()
+        running.close()
         self.store.record_event("node_stopped", "clean shutdown")
         self.engine.dispose()
         logger.info("ainode stopped")
@@ -423,13 +334,9 @@ class Node:
         self.stop()
 
 
-def _now() -> Any:
-    from datetime import UTC, datetime
+def _guarded(fn: Callable[[], object]) -> Callable[[], None]:
+    """A scheduled tick that logs its failure and runs again at the next tick."""
 
-    return datetime.now(UTC)
-
-
-def _guarded(fn: Any) -> Any:
     def run() -> None:
         try:
             fn()
@@ -441,16 +348,11 @@ def _guarded(fn: Any) -> Any:
     return run
 
 
-_FORMAT_ORDER = ("seg", "sr", "sc", "pdf", "ko")
-
-
-def _ordered(formats: set[str]) -> tuple[str, ...]:
-    """Result formats in the order they are written."""
-    return tuple(f for f in _FORMAT_ORDER if f in formats)
-
-
 def _senders_by_ae(settings: Settings) -> dict[str, str]:
-    """``calling AE title -> source name``; the first source naming an AE title wins (as in completeness)."""
+    """``calling AE title -> source name``.
+
+    The first source naming one wins (as in completeness).
+    """
     senders: dict[str, str] = {}
     for name, source in settings.sources.items():
         for ae in source.sender_ae_titles:

@@ -90,7 +90,7 @@ def serve(
 @app.command("check-config")
 def check_config(config: Annotated[Path, typer.Argument(help="YAML configuration file.")]) -> None:
     """Validate a configuration file and the pipelines its routes name."""
-    from node.app import check_pipelines
+    from node.jobs.loader import check_pipelines
 
     try:
         settings = _settings(config)
@@ -217,7 +217,7 @@ def jobs(
     ctx.obj = {"config": config, "database_url": database_url}
     if ctx.invoked_subcommand is not None:
         return
-    from node.api import job_view
+    from node.http.schemas import job_view
 
     try:
         rows = [job_view(j) for j in _store(config, database_url).list_jobs(limit=limit)]
@@ -244,6 +244,23 @@ def jobs(
     console.print(table)
 
 
+def _plan_table(plan: dict[str, Any]) -> Table:
+    """The job's result plan: each planned object and where it goes."""
+    table = Table(title="Result plan")
+    for col in ("kind", "profile", "series", "description", "to"):
+        table.add_column(col)
+    for o in plan["objects"]:
+        to = ", ".join(o["destinations"]) or ("(kept)" if o["write"] else "(referenced only)")
+        table.add_row(
+            o["kind"],
+            o["variant"] or "all",
+            str(o["series_number"]),
+            o["series_description"],
+            to,
+        )
+    return table
+
+
 @jobs_app.command("show")
 def jobs_show(
     ctx: typer.Context,
@@ -251,7 +268,7 @@ def jobs_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """One job's full history: inputs, outputs, deliveries, events."""
-    from node.api import job_detail
+    from node.http.schemas import job_detail
 
     try:
         found = _store(ctx.obj["config"], ctx.obj["database_url"]).get_job(job_id)
@@ -277,6 +294,8 @@ def jobs_show(
     for e in d["events"]:
         history.add_row(f"{e['at']:%Y-%m-%d %H:%M:%S.%f}"[:-3], e["kind"], e["detail"] or "")
     console.print(history)
+    if d.get("plan"):
+        console.print(_plan_table(d["plan"]))
     outputs = Table(title="Outputs")
     for col in ("kind", "profile", "SOP Instance UID", "bytes", "path"):
         outputs.add_column(col)
@@ -306,7 +325,7 @@ def jobs_show(
 @app.command()
 def pipelines(config: ConfigOption = None) -> None:
     """List the pipelines: installed ones, and with --config the configured MONAI bundles."""
-    from node.work import configured_pipeline_class
+    from node.jobs.loader import configured_pipeline_class
     from pipelines import registry
 
     table = Table(title="Pipelines")

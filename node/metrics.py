@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from node.db.store import ReceivedInstance
+from node.db.ingest import ReceivedInstance
 from node.dimse import StoreStatus
 
 

@@ -3,45 +3,25 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import peers
 import pytest
-from sqlalchemy import create_engine, text
 
 from node.config import Settings, load_settings
 
-#: The PostgreSQL server the brief promises on this machine and in CI.
-POSTGRES_ADMIN_URL = os.environ.get(
-    "AINODE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
 
 def _postgres_database() -> Iterator[str]:
-    admin = create_engine(
-        POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
-    )
-    name = f"ainode_test_{uuid.uuid4().hex[:12]}"
+    """A fresh database on the PostgreSQL peer (skipped only with AINODE_TEST_SKIP_POSTGRES=1)."""
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        admin.dispose()
+        with peers.postgres.fresh_database() as url:
+            yield url
+    except peers.PeerError as exc:
         if os.environ.get("AINODE_TEST_SKIP_POSTGRES") == "1":
             pytest.skip(f"PostgreSQL unavailable and AINODE_TEST_SKIP_POSTGRES=1: {exc}")
-        raise RuntimeError(
-            f"PostgreSQL at {POSTGRES_ADMIN_URL} is needed for the postgres tests "
-            "(set AINODE_TEST_POSTGRES_URL, or AINODE_TEST_SKIP_POSTGRES=1 to skip them)"
-        ) from exc
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        raise
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -65,7 +45,7 @@ from testing_constants import TEST_API_TOKEN
 @pytest.fixture(scope="session")
 def chest_phantom() -> Any:
     """The synthetic chest CT phantom with known volumes (made once)."""
-    from node.phantom import make_chest_phantom
+    from node.demo.phantom import make_chest_phantom
 
     return make_chest_phantom()
 

@@ -110,7 +110,10 @@ class Hog(Pipeline):
 
 
 class LungsAndBone(Pipeline):
-    """Not faulty: ct-anatomy's lungs and bone only, made disjoint, so a LABELMAP SEG can hold them."""
+    """Not faulty: ct-anatomy's lungs and bone only.
+
+    Made disjoint, so a LABELMAP SEG can hold them.
+    """
 
     name = "lungs-and-bone"
     version = "1.0.0"

@@ -189,7 +189,7 @@ class Listings:
         return list(newest.values())
 
 
-def _job_conditions(query: Select[tuple[Job]], where: JobFilter) -> Select[tuple[Job]]:
+def _job_conditions(query: Select[Job], where: JobFilter) -> Select[Job]:
     if where.state is not None:
         query = query.where(Job.state == where.state)
     if where.pipeline:

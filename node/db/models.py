@@ -2,7 +2,7 @@
 
 Every state change of the node is a row here: received and rejected
 instances, studies, jobs and their events, result objects, delivery
-attempts. Migrations live in ``node/migrations`` (alembic); keep the two in
+attempts. Migrations live in ``node/db/migrations`` (alembic); keep the two in
 step (``alembic revision --autogenerate``).
 """
 
@@ -174,6 +174,9 @@ class Job(Base):
     result_uids: Mapped[dict[str, Any]] = mapped_column(JSON)
     destinations: Mapped[dict[str, Any]] = mapped_column(JSON)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: The job's result plan (``node.study.plan.ResultPlan``, JSON form): what it writes,
+    #: with which identities, for which destinations. NULL for jobs queued before 0004.
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     inference_request_id: Mapped[int | None] = mapped_column(
         ForeignKey("inference_requests.id"), index=True
     )

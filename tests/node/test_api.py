@@ -11,18 +11,18 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
-from testing_constants import TEST_API_TOKEN
+from testing_constants import TEST_API_TOKEN, replan_unaddressed, unaddressed_plan
 
-from node.api import ApiContext, create_api
-from node.assembler import mint_result_uids
 from node.config import ApiSettings, load_settings
 from node.db.actions import JobActions
 from node.db.engine import make_engine, migrate
 from node.db.models import DeliveryState, JobState
 from node.db.store import AuditStore, PlannedJob, ReceivedInstance, WrittenOutput
-from node.ingress_dicomweb import StowIngress
+from node.http.api import ApiContext, create_api
+from node.ingress.stow import StowIngress
 from node.metrics import NodeMetrics
-from node.storage import Spool
+from node.spool import Spool
+from node.study.planning import mint_result_uids
 
 AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
 
@@ -44,7 +44,7 @@ def _context(
         health={"ae_title": "AINODE", "version": "test"},
         api=api,
         tokens=tokens,
-        actions=JobActions(store, mint_result_uids),
+        actions=JobActions(store, replan_unaddressed),
         stow=StowIngress(spool, store),
         destinations=frozenset({"pacs", "cloud"}),
         sources=frozenset({"pacs"}),
@@ -106,6 +106,7 @@ def _study(
             destinations,
             mint_result_uids(),
             tuple((r.id, r.sop_instance_uid or "", r.path or "") for r in rows),
+            unaddressed_plan(),
         )
         for name in pipelines
     ]
@@ -379,6 +380,7 @@ def test_resend_of_a_superseded_job_is_refused(env: Env, tmp_path: Path) -> None
                 ("pacs",),
                 mint_result_uids(),
                 tuple((r.id, r.sop_instance_uid or "", r.path or "") for r in rows),
+                unaddressed_plan(),
                 replaces_earlier=True,
             )
         ],

@@ -11,17 +11,17 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from pydicom.uid import generate_uid
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from testing_constants import TEST_API_TOKEN
+from testing_constants import TEST_API_TOKEN, replan_unaddressed, unaddressed_plan
 
-from node.api import ApiContext, create_api
-from node.assembler import mint_result_uids
 from node.config import ApiSettings
 from node.db.actions import JobActions
 from node.db.engine import make_engine, migrate
 from node.db.store import AuditStore, PlannedJob, ReceivedInstance
-from node.ingress_dicomweb import StowIngress
+from node.http.api import ApiContext, create_api
+from node.ingress.stow import StowIngress
 from node.metrics import NodeMetrics
-from node.storage import Spool
+from node.spool import Spool
+from node.study.planning import mint_result_uids
 
 AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
 
@@ -65,6 +65,7 @@ def _app(root: Path) -> Any:
                 ("pacs",),
                 mint_result_uids(),
                 tuple((r.id, r.sop_instance_uid or "", "/x") for r in rows),
+                unaddressed_plan(),
             )
         ],
         [],
@@ -76,7 +77,7 @@ def _app(root: Path) -> Any:
             health={"ae_title": "AINODE", "version": "test"},
             api=ApiSettings(max_upload_mb=1),
             tokens=(TEST_API_TOKEN,),
-            actions=JobActions(store, mint_result_uids),
+            actions=JobActions(store, replan_unaddressed),
             stow=StowIngress(Spool(root / "node", 0), store),
             destinations=frozenset({"pacs"}),
             sources=frozenset({"pacs"}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -64,8 +65,13 @@ def test_jobs_table_and_show(demo_run: tuple[str, Path]) -> None:
         "SR",
         "profile",
         "default",
+        "Result plan",
+        "AI ct-anatomy SEG",
     ):
         assert text in show.output, text
+    as_json = runner.invoke(app, ["jobs", "--database-url", url, "show", "1", "--json"])
+    plan = json.loads(as_json.output)["plan"]
+    assert {o["kind"] for o in plan["objects"] if o["destinations"]} == {"SEG", "SR"}
     missing = runner.invoke(app, ["jobs", "--database-url", url, "show", "999"])
     assert missing.exit_code == 1 and "no job 999" in missing.output
 

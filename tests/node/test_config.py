@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from dicom_sr.kinds import ResultKind
 from node.config import load_settings
 from node.errors import ConfigError
 
@@ -38,7 +40,7 @@ def test_issue_example_loads(tmp_path: Path) -> None:
     assert settings.node.dicom_port == 11112
     assert settings.node.study_stable_seconds == 20
     assert settings.destinations["pacs"].dimse.port == 4242
-    assert settings.destinations["pacs"].formats == ("seg", "sr")
+    assert settings.destinations["pacs"].formats == (ResultKind.SEG, ResultKind.SR)
     assert settings.routes[0].match.Modality == ("CT",)
     assert settings.routes[0].pipelines == ("ct-anatomy",)
 
@@ -100,7 +102,7 @@ def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
 
 def test_settings_are_frozen() -> None:
     settings = load_settings()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         settings.node.dicom_port = 1  # type: ignore[misc]
 
 

@@ -14,7 +14,7 @@ import pytest
 from node.db.engine import make_engine
 from node.db.models import InstanceStatus, JobState
 from node.db.store import AuditStore
-from node.scu import send_datasets
+from node.demo.scu import send_datasets
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent.parent
@@ -46,7 +46,8 @@ def test_kill_9_during_a_job_loses_nothing(tmp_path: Path, chest_phantom: object
         f"  dicom_host: 127.0.0.1\n  dicom_port: {dicom_port}\n  http_port: {peers.free_port()}\n"
         f"  storage_dir: {tmp_path / 'data'}\n  min_free_disk_mb: 16\n  study_stable_seconds: 1\n"
         "  poll_interval_seconds: 0.1\n"
-        "routes:\n  - name: ct\n    match: {Modality: CT}\n    pipelines: ['faulty_pipelines:Slow']\n"
+        "routes:\n  - name: ct\n    match: {Modality: CT}\n"
+        "    pipelines: ['faulty_pipelines:Slow']\n"
     )
     log = tmp_path / "serve.log"
     process = _serve(config, log)

@@ -1,4 +1,6 @@
-"""Evidence-based study completeness: a PACS that pauses mid-study does not get half a study analysed.
+"""Evidence-based study completeness.
+
+A PACS that pauses mid-study does not get half a study analysed.
 
 Orthanc holds the whole phantom study but sends only part of it; the node
 asks Orthanc (C-FIND, or QIDO-RS for a DICOMweb source) how many instances
@@ -117,10 +119,12 @@ def test_unconfigured_sender_uses_the_quiet_period(
 def test_late_series_policy(policy: str, expected: int, tmp_path: Any) -> None:
     from pydicom.uid import generate_uid
 
-    from node.assembler import StudyAssembler
     from node.config import Route
     from node.db.engine import make_engine, migrate
     from node.db.store import AuditStore, ReceivedInstance
+    from node.study.assembler import StudyAssembler
+    from node.study.plan import ResultPlanner
+    from node.study.planning import JobPlanner
 
     engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
     migrate(engine)
@@ -153,7 +157,8 @@ def test_late_series_policy(policy: str, expected: int, tmp_path: Any) -> None:
     route = Route(
         name="ct", match={"Modality": "CT"}, pipelines=("ct-anatomy",), late_series=policy
     )
-    assembler = StudyAssembler(store, [route], 1, lambda _name: ("1", None))
+    planner = JobPlanner([route], ResultPlanner({}), lambda _name: ("1", None))
+    assembler = StudyAssembler(store, planner, 1)
     first = series()
     assert len(assembler.assemble(study)) == 1
     late = series()

@@ -1,4 +1,7 @@
-"""STOW-RS egress to Orthanc's DICOMweb plugin: the whole DICOMweb-only path, and per-instance failures."""
+"""STOW-RS egress to Orthanc's DICOMweb plugin.
+
+The whole DICOMweb-only path, and per-instance failures.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +16,14 @@ import pytest
 from dicomweb_client import DICOMwebClient
 from dicomweb_helpers import AUTH, http_base, part10
 from pydicom.uid import generate_uid
+from testing_constants import stored_plans, unaddressed_plan
 
-from node.assembler import mint_result_uids
 from node.config import Destination, EgressSettings
 from node.db.engine import make_engine, migrate
 from node.db.models import DeliveryState, JobState
 from node.db.store import AuditStore, PlannedJob, ReceivedInstance, WrittenOutput
-from node.egress import Egress
+from node.egress.delivery import Egress
+from node.study.planning import mint_result_uids
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +76,10 @@ def test_dicomweb_only_pacs_round_trip(
 
 
 def _delivery(store: AuditStore, files: list[tuple[Path, str]]) -> tuple[int, int]:
-    """A succeeded job with ``(file, SOP Instance UID)`` outputs and a pending delivery to ``web``."""
+    """A succeeded job with ``(file, SOP Instance UID)`` outputs.
+
+    It has a pending delivery to ``web``.
+    """
     study_uid, series_uid, sop = generate_uid(), generate_uid(), generate_uid()
     store.record_instance(
         ReceivedInstance(
@@ -108,6 +115,7 @@ def _delivery(store: AuditStore, files: list[tuple[Path, str]]) -> tuple[int, in
                 ("web",),
                 mint_result_uids(),
                 tuple((r.id, r.sop_instance_uid or "", "/x") for r in rows),
+                unaddressed_plan(),
             )
         ],
         [],
@@ -154,7 +162,10 @@ def test_failed_instances_are_recorded_one_by_one(
     chest_phantom: Any,
     tmp_path: Path,
 ) -> None:
-    """A 202 with a FailedSOPSequence: the listed instance failed (with its reason), the other is stored."""
+    """A 202 with a FailedSOPSequence.
+
+    The listed instance failed (with its reason), the other is stored.
+    """
     server = make_node(sqlite_url)  # another ainode as the DICOMweb destination, token-protected
     [good, _] = _good_and_bad(tmp_path, chest_phantom)
     odd = copy.deepcopy(chest_phantom.datasets[1])
@@ -169,7 +180,8 @@ def test_failed_instances_are_recorded_one_by_one(
         store,
         {"web": Destination(dicomweb={"url": url, "token": token})},
         "AINODE",
-        EgressSettings(max_attempts=2, backoff_initial_seconds=0.1, backoff_max_seconds=0.1),
+        plan_of=stored_plans(store),
+        policy=EgressSettings(max_attempts=2, backoff_initial_seconds=0.1, backoff_max_seconds=0.1),
     )
     # 0x0122 (SOP class not supported) is a refusal retrying cannot fix: given up at once
     assert egress.attempt(delivery_id) is DeliveryState.FAILED
@@ -192,7 +204,8 @@ def test_orthanc_refusing_the_request_fails_every_instance(
         store,
         {"web": Destination(dicomweb={"url": orthanc.dicomweb_url})},
         "AINODE",
-        EgressSettings(max_attempts=1),
+        plan_of=stored_plans(store),
+        policy=EgressSettings(max_attempts=1),
     )
     assert egress.attempt(delivery_id) is DeliveryState.FAILED
     _, _, attempts = store.get_job(job_id) or (None, None, [])
@@ -211,7 +224,8 @@ def test_dicomweb_destination_down_is_retried(
         store,
         {"web": Destination(dicomweb={"url": dead, "timeout_seconds": 2})},
         "AINODE",
-        EgressSettings(max_attempts=3, backoff_initial_seconds=60),
+        plan_of=stored_plans(store),
+        policy=EgressSettings(max_attempts=3, backoff_initial_seconds=60),
     )
     assert egress.attempt(delivery_id) is DeliveryState.PENDING
     _, [delivery], [attempt] = store.get_job(job_id) or (None, [None], [None])

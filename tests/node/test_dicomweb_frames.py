@@ -1,4 +1,6 @@
-"""WADO-RS Retrieve Frames and Retrieve Rendered (PS3.18 10.4.1.1.3, 10.4.1.1.5), with dicomweb-client as the client.
+"""WADO-RS Retrieve Frames and Retrieve Rendered (PS3.18 10.4.1.1.3, 10.4.1.1.5).
+
+dicomweb-client is the client.
 
 Frames are checked byte for byte against pydicom's reading of the same file:
 native CT slices, the node's own BINARY SEG, a bit-packed SEG whose frames do
@@ -37,8 +39,8 @@ from pydicom.uid import (
 )
 from requests import HTTPError
 
-from node import dicomweb_frames
 from node.db.models import JobState
+from node.http.dicomweb import frames as dicomweb_frames
 
 ROUTES = [{"name": "ct", "match": {"Modality": "CT"}, "pipelines": ["ct-anatomy"]}]
 OCTET = "application/octet-stream"
@@ -132,7 +134,10 @@ def _word_frames(frames: np.ndarray) -> Dataset:
 
 
 def _streamed(response: httpx.Response) -> bool:
-    """Whether a response came chunked, as a streamed body does (no Content-Length known up front)."""
+    """Whether a response came chunked, as a streamed body does.
+
+    A streamed body has no Content-Length known up front.
+    """
     return (
         response.headers.get("transfer-encoding") == "chunked"
         and "content-length" not in response.headers
@@ -316,7 +321,8 @@ def test_compressed_frames_decoded_or_as_stored(
     )
     assert answer.headers["content-type"].startswith(f'multipart/related; type="{media_type}"')
     assert _parts(answer) == [(f"{media_type}; transfer-syntax={syntax}", stored[2])]
-    # what OHIF's image loader sends (parameters unquoted): as stored, or native without transfer-syntax
+    # what OHIF's image loader sends (parameters unquoted): as stored, or native without
+    # transfer-syntax
     cornerstone = "multipart/related; type=application/octet-stream; transfer-syntax=*"
     answer = httpx.get(_url(node, ds, "frames/3"), headers={**AUTH, "Accept": cornerstone})
     assert _parts(answer) == [(f"{media_type}; transfer-syntax={syntax}", stored[2])]
@@ -413,7 +419,7 @@ def test_rendered_window_viewport_and_monochrome1(
     )
 
 
-# -- long, repeated and streamed frame lists --------------------------------------------------------
+# -- long, repeated and streamed frame lists -------------------------------------------------
 
 
 def test_many_frames_stream_in_the_order_asked(
@@ -602,7 +608,8 @@ def test_a_corrupt_frame_is_an_error_before_the_body_when_asked_first(
         ("frames/1", 'multipart/related; type="image/jp2"', {}, 406),  # no transcoding
         (
             "frames/1",
-            'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.4.90',
+            'multipart/related; type="application/octet-stream"; '
+            "transfer-syntax=1.2.840.10008.1.2.4.90",
             {},
             406,
         ),
@@ -672,7 +679,8 @@ def test_generated_requests_never_fail_the_server(
                 "image/jpeg;q=0.5, image/png",
                 "multipart/related",
                 'multipart/related; type="image/jls"; transfer-syntax=*',
-                'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2',
+                'multipart/related; type="application/octet-stream"; '
+                "transfer-syntax=1.2.840.10008.1.2",
                 'multipart/related; type="image/*", */*;q=0',
             ]
         ),

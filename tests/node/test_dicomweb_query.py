@@ -1,4 +1,7 @@
-"""QIDO-RS and WADO-RS over the node's results (and, configured, inputs), with dicomweb-client as the client."""
+"""QIDO-RS and WADO-RS over the node's results (and, configured, inputs).
+
+dicomweb-client is the client.
+"""
 
 from __future__ import annotations
 
@@ -73,7 +76,10 @@ def test_results_are_searchable_and_retrievable(
     assert metadata["7FE00010"]["BulkDataURI"].endswith("/bulkdata/7FE00010")
     # dicomweb-client 0.61 sends "Host: 127.0.0.1" without the port, so links built from it lack the
     # port; api.public_url fixes links for such clients and behind proxies. Follow one with httpx.
-    url = f"{http_base(node)}/dicom-web/studies/{study_uid}/series/{by_modality['SEG']}/instances/{sop_uid}/metadata"
+    url = (
+        f"{http_base(node)}/dicom-web/studies/{study_uid}"
+        f"/series/{by_modality['SEG']}/instances/{sop_uid}/metadata"
+    )
     bulk = httpx.get(url, headers=AUTH).json()[0]["7FE00010"]["BulkDataURI"]
     pixels = httpx.get(bulk, headers=AUTH)
     assert pixels.status_code == 200 and pixels.headers["content-type"].startswith(

@@ -1,9 +1,10 @@
-"""A DICOMweb-only PACS identifies itself by its sender token, and its studies are checked for completeness.
+"""A DICOMweb-only PACS identifies itself by its sender token.
 
-A configured source's ``api_tokens`` open STOW-RS only (``POST /dicom-web/studies``;
-not QIDO-RS or WADO-RS, never ``/api``); each instance STOWed with one is recorded with that source as its sender,
-so the assembler asks that source (QIDO-RS) how many instances the study
-holds instead of trusting the quiet period. The end-to-end test has a real
+Its studies are then checked for completeness. A configured source's
+``api_tokens`` open STOW-RS only (``POST /dicom-web/studies``; not QIDO-RS or
+WADO-RS, never ``/api``); each instance STOWed with one is recorded with that
+source as its sender, so the assembler asks that source (QIDO-RS) how many
+instances the study holds instead of trusting the quiet period. The end-to-end test has a real
 Orthanc STOW to the node with the token in its ``HttpHeaders``.
 """
 
@@ -20,12 +21,12 @@ import pytest
 from dicomweb_helpers import http_base, part10, stow
 from pydicom.uid import generate_uid
 
-from node.assembler import CompletenessCheck
 from node.config import CompletenessSettings, Source
 from node.db.engine import make_engine, migrate
 from node.db.models import InstanceStatus
 from node.db.store import AuditStore, ReceivedInstance
-from node.retrieve import StudyCounts
+from node.retrieve.counts import StudyCounts
+from node.study.assembler import CompletenessCheck
 
 #: The token the PACS presents when it STOWs to the node (``sources.pacs.api_tokens``).
 SENDER_TOKEN = "sender-token-of-the-pacs-0123"

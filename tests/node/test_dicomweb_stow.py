@@ -1,4 +1,8 @@
-"""STOW-RS ingress: the same spool, audit and assembler as C-STORE, a proper response dataset, clear 4xx."""
+"""STOW-RS ingress.
+
+The same spool, audit and assembler as C-STORE, a proper response dataset,
+clear 4xx.
+"""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import pytest
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
 from node.db.models import DeliveryState, JobState
-from node.scu import send_datasets
+from node.demo.scu import send_datasets
 
 SR_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.88.34",

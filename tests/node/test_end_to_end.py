@@ -224,13 +224,14 @@ def test_destination_down_is_retried_and_recorded(
 def test_reformats_reach_the_pacs_as_derived_series(
     make_node: Callable[..., Any], sqlite_url: str, orthanc: peers.Orthanc, chest_phantom: Any
 ) -> None:
-    from node.scu import send_datasets
+    from node.demo.scu import send_datasets
 
     node = make_node(
         sqlite_url,
         destinations={
             "pacs": {
-                "dimse": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+                "dimse": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port},
+                "formats": ["seg", "sr", "derived"],
             }
         },
         routes=[
@@ -252,7 +253,7 @@ def test_reformats_reach_the_pacs_as_derived_series(
     found = node.store.get_job(job.id)
     assert found is not None
     kinds = {o.kind for o in found[0].outputs}
-    assert kinds == {"DERIVED"}  # sent although the destination's formats are [seg, sr]
+    assert kinds == {"DERIVED"}  # reformat finds no segments: derived series only
     study_uid = str(chest_phantom.datasets[0].StudyInstanceUID)
     series = orthanc.find("Series", {"StudyInstanceUID": study_uid}, expand=True)
     derived = [

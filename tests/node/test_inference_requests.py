@@ -12,16 +12,16 @@ import peers
 import pytest
 from dicomweb_helpers import AUTH, http_base
 from pydicom.uid import generate_uid
+from testing_constants import replan_unaddressed
 
-from node.assembler import mint_result_uids
 from node.config import RetrievalSettings
 from node.db.actions import JobActions
 from node.db.engine import make_engine, migrate
 from node.db.models import RequestState
 from node.db.store import AuditStore
-from node.ingress_dicomweb import StowIngress
-from node.retrieve import Retriever
-from node.storage import Spool
+from node.ingress.stow import StowIngress
+from node.retrieve.requests import Retriever
+from node.spool import Spool
 
 
 @pytest.fixture
@@ -117,7 +117,8 @@ def test_unknown_study_fails_the_request(
         timeout=60,
         what="the request to fail",
     )
-    # Orthanc answers the C-GET of an unknown study with 0xC000; an empty success would read "no instances"
+    # Orthanc answers the C-GET of an unknown study with 0xC000; an empty success would read
+    # "no instances"
     assert "C-GET ended with status 0xC000" in done["error"] or "no instances" in done["error"]
     assert (
         done["attempts"] == 2 and "after 2 attempts" in done["error"]
@@ -199,7 +200,7 @@ def _crash(actions: JobActions, max_attempts: int | None = None) -> int:
 def test_a_request_interrupted_by_stops_of_the_node_is_given_up_after_max_attempts(
     store: AuditStore,
 ) -> None:
-    actions = JobActions(store, mint_result_uids)
+    actions = JobActions(store, replan_unaddressed)
     study_uid = generate_uid()
     request_id = actions.create_request(study_uid, "pacs", ["ct-anatomy"], [])
     assert [_crash(actions, 2), _crash(actions, 2)] == [1, 2]
@@ -224,7 +225,7 @@ def test_a_request_interrupted_by_stops_of_the_node_is_given_up_after_max_attemp
 
 
 def test_a_lowered_max_attempts_gives_up_a_queued_request(store: AuditStore) -> None:
-    actions = JobActions(store, mint_result_uids)
+    actions = JobActions(store, replan_unaddressed)
     request_id = actions.create_request(generate_uid(), "pacs", [], [])
     claimed = actions.claim_request(5)
     assert claimed is not None and claimed.attempts == 1
@@ -238,7 +239,7 @@ def test_a_lowered_max_attempts_gives_up_a_queued_request(store: AuditStore) -> 
 def test_the_retriever_gives_up_rather_than_retrieving_again(
     store: AuditStore, tmp_path: Path
 ) -> None:
-    actions = JobActions(store, mint_result_uids)
+    actions = JobActions(store, replan_unaddressed)
     spool = Spool(tmp_path / "node", 0)
     retriever = Retriever(
         store,

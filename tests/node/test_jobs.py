@@ -11,7 +11,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from node.db.models import JobState
-from node.scu import send_datasets
+from node.demo.scu import send_datasets
 
 
 def _route(*pipelines: str, send_to: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -99,7 +99,8 @@ def test_restart_requeues_interrupted_jobs(
     assert job.state is JobState.QUEUED
     kinds = [e.kind for e in node.store.events()]
     assert "job_requeued" in kinds
-    # a new node on the same database picks the job up again (here it hangs again: we only check the pick-up)
+    # a new node on the same database picks the job up again (here it hangs again: we only
+    # check the pick-up)
     again = make_node(sqlite_url, http=False, routes=_route("faulty_pipelines:Hangs"))
     peers.wait_for(
         lambda: again.store.list_jobs()[0].attempts == 2, timeout=60, what="the job to be retried"

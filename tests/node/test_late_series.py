@@ -121,10 +121,14 @@ def test_rerun_withdraws_the_earlier_results(
 def test_a_withdrawn_object_whose_file_is_gone_is_named_by_its_uids(
     chest_phantom: Any, tmp_path: Path
 ) -> None:
-    """The rejection note needs only UIDs: a result file lost to a disk clean-up does not fail the job."""
+    """The rejection note needs only UIDs.
+
+    A result file lost to a disk clean-up does not fail the job.
+    """
     from dicom_sr.identity import DeviceIdentity
     from dicom_sr.kos import write_rejection_note
-    from node.work import SupersededOutput, _reference
+    from node.jobs.results import _reference
+    from node.jobs.spec import SupersededOutput
     from pipelines.ct_anatomy import CtAnatomyPipeline
 
     source = chest_phantom.datasets[0]

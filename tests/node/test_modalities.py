@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from node.db.models import JobState
-from node.scu import send_datasets
+from node.demo.scu import send_datasets
 
 TESTS = Path(__file__).resolve().parent.parent
 
@@ -169,7 +169,7 @@ def test_dx_image_classified_by_a_configured_bundle(
 def test_ct_nodule_detected_by_a_configured_detection_bundle(
     make_node: Callable[..., Any], sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from node.phantom import make_chest_phantom
+    from node.demo.phantom import make_chest_phantom
 
     # the test bundle's network_def names its feature extractor as ``bundles.ConvFeatures``:
     # the node's worker processes (spawned after this) must be able to import it

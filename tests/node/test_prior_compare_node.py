@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from node.db.models import Job, JobState
-from node.phantom import make_chest_phantom
+from node.demo.phantom import make_chest_phantom
 from pipelines.prior_compare import PriorComparePipeline
 from pipelines.registration import RegistrationParameters
 
@@ -93,7 +93,7 @@ def _node(
     node = make_node(
         sqlite_url,
         sources={"pacs": {"dimse": dimse | {"retrieve": retrieve}}},
-        destinations={"pacs": {"dimse": dimse}},
+        destinations={"pacs": {"dimse": dimse, "formats": ["seg", "sr", "reg"]}},
         routes=[
             {"name": "ct", "match": {"Modality": "CT"}, "pipelines": [FAST], "send_to": ["pacs"]}
         ],

@@ -22,10 +22,13 @@ from pydicom import dcmread
 from pydicom.uid import JPEG2000Lossless
 
 from dicom_sr.identity import DeviceIdentity
-from node.assembler import mint_result_uids
 from node.config import Destination, ResultProfile, load_settings
 from node.db.models import DeliveryState, JobState
-from node.work import DEFAULT_VARIANT, JobSpec, PipelineCache, ResultVariant, execute_job
+from node.jobs.loader import PipelineCache
+from node.jobs.spec import JobSpec
+from node.jobs.worker import execute_job
+from node.study.plan import DEFAULT_VARIANT, ResultPlanner
+from node.study.planning import mint_result_uids
 
 LABELMAP_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -76,10 +79,20 @@ def test_profile_is_read_from_yaml(tmp_path: Path) -> None:
 # -- the worker writes one set per profile -----------------------------------------------
 
 
+def _destination(formats: tuple[str, ...], profile: ResultProfile | None = None) -> Destination:
+    return Destination.model_validate(
+        {
+            "dimse": {"ae_title": "PACS", "host": "127.0.0.1", "port": 104},
+            "formats": list(formats),
+            "profile": (profile or ResultProfile()).model_dump(),
+        }
+    )
+
+
 def _spec(
     tmp_path: Path,
     phantom: Any,
-    variants: tuple[ResultVariant, ...],
+    destinations: dict[str, Destination],
     uids: dict[str, Any],
     pipeline: str = "ct-anatomy",
 ) -> JobSpec:
@@ -93,20 +106,16 @@ def _spec(
         paths.append(str(path))
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    formats = tuple(dict.fromkeys(f for v in variants for f in v.formats))
+    plan = ResultPlanner(destinations).plan(pipeline, list(destinations), uids)
     return JobSpec(
         job_id=1,
         pipeline_name=pipeline,
         input_paths=tuple(paths),
-        result_uids=uids,
+        plan=plan,
         output_dir=str(out),
-        seg_series_number=9001,
-        sr_series_number=9002,
         device=DeviceIdentity(
             software_versions="test", device_serial_number="AINODE", device_name="AINODE"
         ),
-        formats=formats,
-        variants=variants,
     )
 
 
@@ -122,37 +131,37 @@ def _sr_referenced_seg(sr: Any) -> set[str]:
 
 
 def test_each_profile_gets_its_own_seg_and_sr(tmp_path: Path, chest_phantom: Any) -> None:
-    modern = ResultVariant.from_settings(DEFAULT_VARIANT, ("seg", "sr", "pdf"), {})
-    legacy_profile = ResultProfile(seg_type="fractional", omit_empty_frames=False, sc_frames="all")
-    legacy = ResultVariant.from_settings(
-        legacy_profile.key, ("seg", "sr", "sc", "ko"), legacy_profile.model_dump()
+    modern = _destination(("seg", "sr", "pdf"))
+    legacy = _destination(
+        ("seg", "sr", "sc", "ko"),
+        ResultProfile(seg_type="fractional", omit_empty_frames=False, sc_frames="all"),
     )
-    newest_profile = ResultProfile(seg_type="labelmap", seg_compression="jpeg2000-lossless")
-    newest = ResultVariant.from_settings(
-        newest_profile.key, ("seg", "sr"), newest_profile.model_dump()
+    newest = _destination(
+        ("seg", "sr"), ResultProfile(seg_type="labelmap", seg_compression="jpeg2000-lossless")
     )
     uids = mint_result_uids()
     cache = PipelineCache()
     try:
-        outcome = execute_job(_spec(tmp_path, chest_phantom, (legacy, newest, modern), uids), cache)
+        destinations = {"legacy": legacy, "newest": newest, "modern": modern}
+        outcome = execute_job(_spec(tmp_path, chest_phantom, destinations, uids), cache)
         (tmp_path / "again").mkdir()
-        again = execute_job(
-            _spec(tmp_path / "again", chest_phantom, (modern, newest, legacy), uids), cache
-        )
+        reordered = {"modern": modern, "newest": newest, "legacy": legacy}
+        again = execute_job(_spec(tmp_path / "again", chest_phantom, reordered, uids), cache)
     finally:
         cache.close()
     by_variant: dict[str | None, dict[str, Any]] = {}
     for out in outcome.outputs:
         by_variant.setdefault(out.variant, {}).setdefault(out.kind, []).append(out)
-    assert set(by_variant) == {None, DEFAULT_VARIANT, legacy.key, newest.key}
+    assert set(by_variant) == {None, DEFAULT_VARIANT, legacy.variant, newest.variant}
     assert sorted(by_variant[None]) == ["PDF"]  # written once, for every destination
     assert sorted(by_variant[DEFAULT_VARIANT]) == ["SEG", "SR"]
-    assert sorted(by_variant[legacy.key]) == ["KO", "SC", "SEG", "SR"]
-    assert sorted(by_variant[newest.key]) == ["SEG", "SR"]
+    assert sorted(by_variant[legacy.variant]) == ["KO", "SC", "SEG", "SR"]
+    assert sorted(by_variant[newest.variant]) == ["SEG", "SR"]
+    # per variant, its profiled kinds (the PDF is the same for everyone)
     assert outcome.summary["variants"] == {
-        DEFAULT_VARIANT: ["seg", "sr", "pdf"],
-        legacy.key: ["seg", "sr", "sc", "ko"],
-        newest.key: ["seg", "sr"],
+        DEFAULT_VARIANT: ["seg", "sr"],
+        legacy.variant: ["seg", "sr", "sc", "ko"],
+        newest.variant: ["seg", "sr"],
     }
 
     # stable: a re-run (variants in any order) writes the same objects
@@ -167,7 +176,7 @@ def test_each_profile_gets_its_own_seg_and_sr(tmp_path: Path, chest_phantom: Any
         len(
             {
                 by_variant[v]["SEG"][0].series_instance_uid
-                for v in (DEFAULT_VARIANT, legacy.key, newest.key)
+                for v in (DEFAULT_VARIANT, legacy.variant, newest.variant)
             }
         )
         == 3
@@ -175,31 +184,33 @@ def test_each_profile_gets_its_own_seg_and_sr(tmp_path: Path, chest_phantom: Any
 
     frames = len(chest_phantom.datasets)
     segs = {
-        v: dcmread(by_variant[v]["SEG"][0].path) for v in (DEFAULT_VARIANT, legacy.key, newest.key)
+        v: dcmread(by_variant[v]["SEG"][0].path)
+        for v in (DEFAULT_VARIANT, legacy.variant, newest.variant)
     }
     srs = {
-        v: dcmread(by_variant[v]["SR"][0].path) for v in (DEFAULT_VARIANT, legacy.key, newest.key)
+        v: dcmread(by_variant[v]["SR"][0].path)
+        for v in (DEFAULT_VARIANT, legacy.variant, newest.variant)
     }
     # default: BINARY, empty frames omitted
     default = segs[DEFAULT_VARIANT]
     assert default.SOPClassUID == SEG_SOP_CLASS and default.SegmentationType == "BINARY"
     assert int(default.NumberOfFrames) < frames * len(default.SegmentSequence)
     # legacy: FRACTIONAL with one frame per source slice and segment; every slice as SC
-    fractional = segs[legacy.key]
+    fractional = segs[legacy.variant]
     assert fractional.SOPClassUID == SEG_SOP_CLASS and fractional.SegmentationType == "FRACTIONAL"
     assert int(fractional.NumberOfFrames) == frames * len(fractional.SegmentSequence)
-    assert len(by_variant[legacy.key]["SC"]) == frames
+    assert len(by_variant[legacy.variant]["SC"]) == frames
     # newest: ct-anatomy's segments overlap (lungs and bone lie in the body), which no
     # LABELMAP can hold: that destination gets BINARY (JPEG 2000) instead, and the job says so
-    labelmap = segs[newest.key]
+    labelmap = segs[newest.variant]
     assert labelmap.SOPClassUID == SEG_SOP_CLASS and labelmap.SegmentationType == "BINARY"
     assert labelmap.file_meta.TransferSyntaxUID == JPEG2000Lossless
     assert any(
-        "LABELMAP SEG cannot hold" in n and newest.key in n for n in outcome.summary["notes"]
+        "LABELMAP SEG cannot hold" in n and newest.variant in n for n in outcome.summary["notes"]
     )
     # the same segmentation in all three encodings
     binary = hd.seg.Segmentation.from_dataset(default)
-    for variant in (legacy.key, newest.key):
+    for variant in (legacy.variant, newest.variant):
         other = hd.seg.Segmentation.from_dataset(segs[variant])
         for number in binary.segment_numbers:
             source = [uid for _, _, uid in binary.get_source_image_uids()]
@@ -214,34 +225,33 @@ def test_each_profile_gets_its_own_seg_and_sr(tmp_path: Path, chest_phantom: Any
     for variant, sr in srs.items():
         assert _sr_referenced_seg(sr) == {str(segs[variant].SOPInstanceUID)}, variant
     # the legacy KOS references its own SEG and SR
-    kos = dcmread(by_variant[legacy.key]["KO"][0].path)
+    kos = dcmread(by_variant[legacy.variant]["KO"][0].path)
     referenced = {
         str(item.ReferencedSOPInstanceUID)
         for study in kos.CurrentRequestedProcedureEvidenceSequence
         for series in study.ReferencedSeriesSequence
         for item in series.ReferencedSOPSequence
     }
-    assert {str(fractional.SOPInstanceUID), str(srs[legacy.key].SOPInstanceUID)} <= referenced
+    assert {str(fractional.SOPInstanceUID), str(srs[legacy.variant].SOPInstanceUID)} <= referenced
     assert not {str(default.SOPInstanceUID), str(labelmap.SOPInstanceUID)} & referenced
-    for ds in (default, fractional, srs[legacy.key], kos):
+    for ds in (default, fractional, srs[legacy.variant], kos):
         peers.assert_dciodvfy_clean(ds)
 
 
 def test_labelmap_profile_writes_a_label_map_segmentation(
     tmp_path: Path, chest_phantom: Any
 ) -> None:
-    profile = ResultProfile(seg_type="labelmap")
-    variants = (
-        ResultVariant.from_settings(DEFAULT_VARIANT, ("seg", "sr"), {}),
-        ResultVariant.from_settings(profile.key, ("seg", "sr"), profile.model_dump()),
-    )
+    destinations = {
+        "modern": _destination(("seg", "sr")),
+        "newest": _destination(("seg", "sr"), ResultProfile(seg_type="labelmap")),
+    }
     cache = PipelineCache()
     try:
         outcome = execute_job(
             _spec(
                 tmp_path,
                 chest_phantom,
-                variants,
+                destinations,
                 mint_result_uids(),
                 "faulty_pipelines:LungsAndBone",
             ),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from node.config import Route, RouteMatch
-from node.router import SeriesAttributes, route
+from node.study.router import SeriesAttributes, route
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 

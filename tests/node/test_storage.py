@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from node.errors import StorageError
-from node.storage import Spool, safe_uid, write_atomic
+from node.spool import Spool, safe_uid, write_atomic
 
 
 @pytest.mark.parametrize("uid", ["1.2.840.113619.2.55.3", "2.25.123456789012345678901234567890"])

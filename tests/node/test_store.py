@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from testing_constants import unaddressed_plan
 
 from node.db.engine import make_engine, migrate
 from node.db.models import DeliveryState, InstanceStatus, JobState, utcnow
@@ -55,6 +56,7 @@ def _plan(store: AuditStore, series: str, destinations: tuple[str, ...] = ("pacs
         destinations=destinations,
         result_uids={"SEG": {"series_instance_uid": "2.25.1", "sop_instance_uid": "2.25.2"}},
         inputs=tuple((r.id, r.sop_instance_uid or "", r.path or "") for r in rows),
+        plan=unaddressed_plan(),
     )
 
 
@@ -203,7 +205,10 @@ def test_backoff_grows_and_caps() -> None:
 
 
 def test_migrations_match_the_models(database_url: str) -> None:
-    """The alembic head builds exactly the schema the models declare (no drift), on both databases."""
+    """The alembic head builds exactly the schema the models declare, on both databases.
+
+    No drift.
+    """
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 

@@ -17,7 +17,7 @@ from pydicom.sr.codedict import codes as dicom_codes
 from pydicom.sr.coding import Code as DicomCode
 from pydicom.uid import generate_uid
 
-from node.phantom import Phantom, make_chest_phantom
+from node.demo.phantom import Phantom, make_chest_phantom
 from pipelines import codes
 from pipelines.ct_anatomy import CtAnatomyPipeline
 from pipelines.errors import InputError

@@ -120,7 +120,7 @@ def _by_concept(findings: Findings) -> dict[tuple[str, str], float]:
 
 
 def _chest(**options: object) -> Volume:
-    from node.phantom import make_chest_phantom
+    from node.demo.phantom import make_chest_phantom
 
     return load_volume(make_chest_phantom(**options).datasets)  # type: ignore[arg-type]
 
