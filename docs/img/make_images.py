@@ -20,7 +20,7 @@ from dicom_sr import AlgorithmIdentity, DeviceIdentity
 from dicom_sr.geometry import source_frames
 from dicom_sr.pdf import render_pdf
 from dicom_sr.render import frames_to_show, render_frame
-from node.phantom import make_chest_phantom
+from node.demo.phantom import make_chest_phantom
 from pipelines.ct_anatomy import CtAnatomyPipeline
 from pipelines.volume import load_volume
 
