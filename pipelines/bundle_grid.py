@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -181,10 +182,10 @@ def bf16_supported(device: torch.device) -> bool:
     """Whether bf16 autocast is native here (CUDA bf16, or CPU AVX512-BF16 / AMX)."""
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
+    # torch.backends.mkldnn.is_available carries no annotations
+    mkldnn_available = cast(Callable[[], bool], torch.backends.mkldnn.is_available)
     try:
-        return bool(
-            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        )
+        return bool(mkldnn_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
@@ -224,8 +225,5 @@ def agreement(
 
 def argmax_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
     """Share of positions (batch and space) where the channel argmax agrees."""
-    if a.shape[1] == 1:
-        same = (a > 0) == (b > 0)
-    else:
-        same = a.argmax(dim=1) == b.argmax(dim=1)
+    same = (a > 0) == (b > 0) if a.shape[1] == 1 else a.argmax(dim=1) == b.argmax(dim=1)
     return float(same.float().mean())

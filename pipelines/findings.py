@@ -266,7 +266,11 @@ class Findings:
                     f"segment {seg.description.label} has {seg.mask.shape[0]} frames, "
                     f"source has {n_frames}"
                 )
-        for m in (*self.measurements, *self.classifications):
+        referring: tuple[Measurement | Classification, ...] = (
+            *self.measurements,
+            *self.classifications,
+        )
+        for m in referring:
             if m.segment_number is not None and m.segment_number not in numbers:
                 raise FindingsError(
                     f"{type(m).__name__} refers to unknown segment {m.segment_number}"

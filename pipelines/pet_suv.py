@@ -125,7 +125,7 @@ def suv_factor(header: Mapping[str, Any]) -> float:
     elapsed = (_scan_start(header) - _injection(header, item)).total_seconds()
     if elapsed < 0:
         raise InputError("radiopharmaceutical start time is after the scan start")
-    decayed = dose * 2.0 ** (-elapsed / half_life)
+    decayed = dose * math.pow(2.0, -elapsed / half_life)
     return weight_kg * 1000.0 / decayed
 
 

@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut
+from pydicom.pixels.processing import apply_color_lut
 from pydicom.pixels.utils import pixel_array
 
 from pipelines.errors import InputError
 from pipelines.header import series_header
-from pipelines.volume import _DECODE_ERRORS, Volume
+from pipelines.volume_types import DECODE_ERRORS, Volume
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def _planar_pixels(ds: Dataset) -> np.ndarray:
                 pixels = pixels.astype(np.float32) / np.float32(257.0)
         else:
             pixels = pixel_array(ds)  # YBR_* converted to RGB by pydicom
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise InputError(
             f"image 0: pixel data cannot be decoded "
             f"({ds.file_meta.TransferSyntaxUID.name}): {type(exc).__name__}"

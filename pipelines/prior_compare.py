@@ -35,13 +35,15 @@ series are registered only (no weight-free MR segmentation; a note says so).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from pipelines import codes
 from pipelines.base import InputSpec, Pipeline
+from pipelines.ct_anatomy import CtAnatomyPipeline
 from pipelines.errors import InputError
-from pipelines.findings import Code, Findings, Measurement, Registration
+from pipelines.findings import Code, Findings, FindingsError, Measurement, Registration
 from pipelines.volume import Volume
 
 if TYPE_CHECKING:
@@ -138,7 +140,7 @@ class PriorComparePipeline(Pipeline):
             prior_study_instance_uid=prior.study_instance_uid,
             prior_series_instance_uid=prior.series_instance_uid,
             prior_frame_of_reference_uid=prior.frame_of_reference_uid,
-            matrix=tuple(tuple(float(v) for v in row) for row in result.matrix),
+            matrix=tuple(_matrix_row(row) for row in result.matrix),
             deformation=result.displacement,
         )
         return (
@@ -149,8 +151,6 @@ class PriorComparePipeline(Pipeline):
 
 def _with_volume_comparison(findings: Findings, volume: Volume, prior: Volume) -> Findings:
     """``findings`` plus the current ct-anatomy segments and the volume-now-vs-prior rows."""
-    from pipelines.ct_anatomy import CtAnatomyPipeline
-
     anatomy = CtAnatomyPipeline()
     try:
         now = anatomy.run(volume)
@@ -231,3 +231,10 @@ def volume_change(now_ml: float, prior_ml: float, segment_number: int) -> tuple[
             )
         )
     return tuple(rows)
+
+
+def _matrix_row(row: Sequence[float]) -> tuple[float, float, float, float]:
+    """One row of a 4x4 affine as plain floats."""
+    if len(row) != 4:
+        raise FindingsError("registration matrix must be 4x4")
+    return float(row[0]), float(row[1]), float(row[2]), float(row[3])

@@ -223,7 +223,7 @@ def _optimise_rigid(
         optimiser.zero_grad()
         sampling = _sampling_matrix(_rotation_matrix(rot), trans_scaled * 10.0, centre)
         loss = -_ncc(level.fixed, _warp(level, sampling))
-        loss.backward()
+        torch.autograd.backward(loss)
         optimiser.step()
     return rot.detach(), (trans_scaled * 10.0).detach()
 
@@ -241,7 +241,7 @@ def _optimise_affine(
     for _ in range(p.affine_iterations):
         optimiser.zero_grad()
         loss = -_ncc(level.fixed, _warp(level, _sampling_matrix(lin, trans_scaled * 10.0, centre)))
-        loss.backward()
+        torch.autograd.backward(loss)
         optimiser.step()
     return lin.detach(), (trans_scaled * 10.0).detach()
 
@@ -258,7 +258,7 @@ def _optimise_field(
         similarity = -_ncc(level.fixed, _warp(level, sampling, field))
         smooth = sum((torch.diff(field, dim=d) ** 2).mean() for d in (1, 2, 3))
         loss = similarity + p.smoothness * 0.01 * smooth
-        loss.backward()
+        torch.autograd.backward(loss)
         optimiser.step()
     return field.detach()
 

@@ -126,7 +126,10 @@ def _chest(**options: object) -> Volume:
 
 
 def test_shifted_chest_recovers_translation_and_unchanged_volumes() -> None:
-    """Current = the prior's pixels at positions moved by (5, -3, 2) mm: matrix = that shift, no change."""
+    """Current = the prior's pixels moved by (5, -3, 2) mm.
+
+    The matrix is that shift, and no volume changes.
+    """
     prior = _chest(n_slices=32, rows=96, columns=96, seed=1)
     shift = np.array([5.0, -3.0, 2.0])
     current = dataclasses.replace(
@@ -147,7 +150,10 @@ def test_shifted_chest_recovers_translation_and_unchanged_volumes() -> None:
 
 
 def test_volume_change_is_reported_per_structure() -> None:
-    """A larger current chest: each row equals ct-anatomy on either series, and the change adds up."""
+    """A larger current chest: the change adds up.
+
+    Each row equals ct-anatomy on either series.
+    """
     prior = _chest(n_slices=28, rows=96, columns=96, seed=1)
     current = _chest(n_slices=36, rows=112, columns=112, seed=2)
     pipeline = PriorComparePipeline(
