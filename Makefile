@@ -1,5 +1,5 @@
 # The two commands of the README. Both set everything up first (idempotent).
-.PHONY: setup demo test bench
+.PHONY: setup demo test check bench
 
 setup:
 	./deploy/bootstrap.sh
@@ -7,8 +7,14 @@ setup:
 demo: setup
 	.venv/bin/ainode demo
 
-test: setup
+# lint, format and types first (seconds), then the whole suite
+test: setup check
 	.venv/bin/pytest
+
+check:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy --strict node pipelines dicom_sr
 
 bench: setup
 	.venv/bin/python benchmarks/bench_node.py
