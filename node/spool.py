@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node.errors import StorageError
+from node.part10 import content_digest
 
 _UID_SAFE = re.compile(r"[^0-9.]")
 
@@ -97,28 +98,55 @@ class Spool:
     def store(
         self, study_uid: str, series_uid: str, sop_uid: str, data: bytes | memoryview
     ) -> tuple[Path, str]:
-        """Store one instance durably; return its path and SHA-256.
+        """Store one instance durably; return its path and content digest.
 
-        An identical re-send rewrites nothing. A *changed* re-send of the same
-        SOP instance is kept beside the first copy (``<sop>.<sha12>.dcm``), so
-        a job reading the earlier copy is never handed a file that changes
-        under it, and the audit trail can point at both versions.
+        The digest is the SHA-256 of the data set without its Part 10 header
+        (:func:`node.part10.content_digest`): the same instance with another
+        File Meta header is the same content. An identical re-send rewrites
+        nothing. A *changed* re-send of the same SOP instance is kept beside
+        the first copy (``<sop>.<sha12>.dcm``) and never overwrites it, so a
+        job reading the earlier copy is never handed a file that changes under
+        it, and the audit trail can point at both versions.
         """
-        path = self.instance_path(study_uid, series_uid, sop_uid)
-        digest = hashlib.sha256(data).hexdigest()
-        if path.exists():
-            if _sha256_of(path) == digest:
-                return path, digest
-            path = path.with_name(f"{path.stem}.{digest[:12]}.dcm")
-            if path.exists():
-                return path, digest
-        write_atomic(path, data)
+        digest = content_digest(data)
+        path, exists = self._place(study_uid, series_uid, sop_uid, digest)
+        if not exists:
+            write_atomic(path, data)
         return path, digest
 
+    def keep(self, study_uid: str, series_uid: str, sop_uid: str, source: Path) -> tuple[Path, str]:
+        """:meth:`store` for an instance already in a file on the spool's file system (STOW-RS).
 
-def _sha256_of(path: Path) -> str | None:
+        ``source`` is renamed into place (fsynced) or, when the spool already
+        holds the same content, removed.
+        """
+        digest = content_digest(source.read_bytes())
+        path, exists = self._place(study_uid, series_uid, sop_uid, digest)
+        try:
+            if exists:
+                source.unlink()
+                return path, digest
+            fsync_path(source)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, path)
+            fsync_path(path.parent)
+        except OSError as exc:
+            raise StorageError(f"cannot store: {exc.strerror or exc}") from exc
+        return path, digest
+
+    def _place(
+        self, study_uid: str, series_uid: str, sop_uid: str, digest: str
+    ) -> tuple[Path, bool]:
+        """Where content ``digest`` of this instance goes, and whether it is there already."""
+        path = self.instance_path(study_uid, series_uid, sop_uid)
+        if not path.exists() or _digest_of(path) == digest:
+            return path, path.exists()
+        beside = path.with_name(f"{path.stem}.{digest[:12]}.dcm")
+        return beside, beside.exists()
+
+
+def _digest_of(path: Path) -> str | None:
     try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
+        return content_digest(path.read_bytes())
     except OSError:
         return None

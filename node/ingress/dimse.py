@@ -26,6 +26,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from node.db.ingest import IngestStore, ReceivedInstance
 from node.dimse import LOSSLESS_COMPRESSED, StoreStatus, identify, quiet_pynetdicom, set_nodelay
 from node.errors import StorageError
+from node.part10 import truncation
 from node.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -220,6 +221,9 @@ class StorageScp:
             )
         study_uid = _required(ds, "StudyInstanceUID")
         series_uid = _required(ds, "SeriesInstanceUID")
+        problem = truncation(data, str(event.context.transfer_syntax))
+        if problem:
+            raise _Refused(StoreStatus.CANNOT_UNDERSTAND, problem)
         try:
             path, digest = self._spool.store(study_uid, series_uid, sop_uid, data)
         except StorageError as exc:

@@ -1,8 +1,10 @@
 """DICOMweb ingress: STOW-RS Store Instances (PS3.18 10.5) into the same spool and audit as C-STORE.
 
 The HTTP layer (:mod:`node.http.dicomweb`) streams the multipart body to part
-files; :meth:`StowIngress.ingest` then checks each part, renames it into the
-spool (fsynced), records it exactly as the C-STORE path does, and builds the
+files; :meth:`StowIngress.ingest` then checks each part (read to its end: a
+truncated data set is refused), renames it into the spool (fsynced; a changed
+copy of an instance the spool holds is kept beside it, never over it),
+records it exactly as the C-STORE path does, and builds the
 Store Instances Response (ReferencedSOPSequence / FailedSOPSequence with a
 FailureReason per refused instance). The assembler picks the instances up
 like any others.
@@ -13,7 +15,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -28,9 +29,11 @@ from pynetdicom.sop_class import uid_to_service_class
 
 from node.db.ingest import IngestStore, ReceivedInstance
 from node.dimse import StoreStatus
+from node.errors import StorageError
 from node.ingress.dimse import decodable_transfer_syntaxes
 from node.multipart import Part
-from node.spool import Spool, fsync_path
+from node.part10 import truncation
+from node.spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +256,13 @@ class StowIngress:
                 "Study Instance UID differs from the one in the request URL",
                 *ids,
             )
-        path = self._move_into_spool(part, study_uid, series_uid, sop_uid, ids)
+        problem = truncation(part.path.read_bytes(), transfer_syntax)
+        if problem:
+            raise _Refused(FailureReason.CANNOT_UNDERSTAND, problem, *ids)
+        try:
+            path, digest = self._spool.keep(study_uid, series_uid, sop_uid, part.path)
+        except StorageError as exc:
+            raise _Refused(FailureReason.OUT_OF_RESOURCES, str(exc), *ids) from exc
         received = ReceivedInstance(
             sop_instance_uid=sop_uid,
             sop_class_uid=sop_class,
@@ -267,7 +276,7 @@ class StowIngress:
             calling_ae_title=None,
             source="dicomweb",
             size_bytes=part.size,
-            sha256=part.sha256,
+            sha256=digest,
             path=str(path),
             sender=sender,
         )
@@ -281,21 +290,6 @@ class StowIngress:
         if self._on_stored:
             self._on_stored(received, StoreStatus.SUCCESS)
         return StoredItem(sop_class, sop_uid, study_uid, series_uid)
-
-    def _move_into_spool(
-        self, part: Part, study_uid: str, series_uid: str, sop_uid: str, ids: tuple[str, str]
-    ) -> Path:
-        path = self._spool.instance_path(study_uid, series_uid, sop_uid)
-        try:
-            fsync_path(part.path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(part.path, path)
-            fsync_path(path.parent)
-        except OSError as exc:
-            raise _Refused(
-                FailureReason.OUT_OF_RESOURCES, f"cannot store: {exc.strerror or exc}", *ids
-            ) from exc
-        return path
 
     def _audit_refusal(
         self, refused: _Refused, part: Part, client: str | None, sender: str | None
