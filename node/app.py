@@ -42,6 +42,7 @@ from node.ingress.stow import StowIngress
 from node.jobs.loader import PipelineCatalog, check_pipelines
 from node.jobs.runner import ProcessRunner
 from node.jobs.spec import JobSpec, PriorInputs, SupersededOutput
+from node.logs import install_log_hygiene
 from node.metrics import NodeMetrics
 from node.retrieve.counts import query_counts
 from node.retrieve.prior import PriorFinder
@@ -78,6 +79,7 @@ class Node:
     def __init__(self, settings: Settings, *, http: bool = True) -> None:
         self.settings = settings
         node = settings.node
+        install_log_hygiene()
         check_pipelines(settings)
         self.pipelines = PipelineCatalog(settings.pipelines)
         self.storage_dir = Path(node.storage_dir).resolve()

@@ -77,25 +77,19 @@ def truncation(data: bytes | memoryview, transfer_syntax_uid: str) -> str | None
     fp = BytesIO(body)
     implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
     end = 0
-    tags: set[int] = set()
     try:
         for element in data_element_generator(fp, implicit, little):
             problem = _element_problem(element, implicit, little) or _delimited(element, body)
             if problem:
                 return problem
-            tags.add(int(element.tag))
             end = fp.tell()
     except (EOFError, OSError, ValueError, struct.error, NotImplementedError) as exc:
         return f"the data set cannot be read to its end ({type(exc).__name__})"
     if end != len(body):
         return f"the data set ends inside an element header at byte {offset + end}"
-    if _ROWS in tags and not tags & _PIXEL_TAGS:
-        return "an image without pixel data: the data set is cut short"
     return None
 
 
-_ROWS = 0x00280010
-_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _SEQUENCE_DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 
 

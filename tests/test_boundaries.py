@@ -82,7 +82,15 @@ def test_no_assert_used_for_validation() -> None:
 PACKAGES = ("node", "pipelines", "dicom_sr")
 #: node/'s stages in the order data flows; a module imports its own stage or those before it.
 NODE_LAYERS = (
-    ("node.errors", "node.config", "node.dimse", "node.part10", "node.spool", "node.multipart"),
+    (
+        "node.errors",
+        "node.config",
+        "node.logs",
+        "node.dimse",
+        "node.part10",
+        "node.spool",
+        "node.multipart",
+    ),
     ("node.db",),
     ("node.ingress", "node.metrics"),
     ("node.study",),

@@ -31,6 +31,7 @@ from node.db.models import Job
 from node.jobs.loader import PipelineCache
 from node.jobs.spec import JobOutcome, JobSpec
 from node.jobs.worker import execute_job
+from node.logs import install_log_hygiene
 from pipelines.errors import AinodeError
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def _worker_main(conn: Connection, memory_limit_mb: int, threads: int) -> None:
     if threads > 0:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     logging.basicConfig(level=logging.WARNING)
+    install_log_hygiene()
     cache = PipelineCache()
     try:
         while True:
