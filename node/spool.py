@@ -114,13 +114,16 @@ class Spool:
             write_atomic(path, data)
         return path, digest
 
-    def keep(self, study_uid: str, series_uid: str, sop_uid: str, source: Path) -> tuple[Path, str]:
+    def keep(
+        self, study_uid: str, series_uid: str, sop_uid: str, source: Path, data: bytes
+    ) -> tuple[Path, str]:
         """:meth:`store` for an instance already in a file on the spool's file system (STOW-RS).
 
+        ``data`` is the content of ``source`` (read once by the caller).
         ``source`` is renamed into place (fsynced) or, when the spool already
         holds the same content, removed.
         """
-        digest = content_digest(source.read_bytes())
+        digest = content_digest(data)
         path, exists = self._place(study_uid, series_uid, sop_uid, digest)
         try:
             if exists:

@@ -256,11 +256,12 @@ class StowIngress:
                 "Study Instance UID differs from the one in the request URL",
                 *ids,
             )
-        problem = truncation(part.path.read_bytes(), transfer_syntax)
+        data = part.path.read_bytes()
+        problem = truncation(data, transfer_syntax)
         if problem:
             raise _Refused(FailureReason.CANNOT_UNDERSTAND, problem, *ids)
         try:
-            path, digest = self._spool.keep(study_uid, series_uid, sop_uid, part.path)
+            path, digest = self._spool.keep(study_uid, series_uid, sop_uid, part.path, data)
         except StorageError as exc:
             raise _Refused(FailureReason.OUT_OF_RESOURCES, str(exc), *ids) from exc
         received = ReceivedInstance(
